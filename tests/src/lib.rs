@@ -1,0 +1,10 @@
+//! Helpers shared by the root-only test tiers.
+
+/// Panics with a clear message unless running as root: these tests load
+/// XDP programs and create network namespaces, and must never pass by
+/// silently skipping.
+pub fn require_root() {
+    if let Err(e) = voipdetect::lab::require_root("this test") {
+        panic!("{e:#}");
+    }
+}

@@ -1,0 +1,256 @@
+//! Tier 2: crafted frames through the loaded XDP program with
+//! BPF_PROG_TEST_RUN. Each case states the action, the global counters that
+//! must move (and by how much; every other counter must stay put) and what
+//! must happen to the flow's map entry.
+
+use std::net::SocketAddr;
+
+use voipdetect::{
+    datapath::{Datapath, LoadOptions, Stats},
+    frames::{FrameSpec, add_vlan_tag},
+    run::monotonic_ns,
+    traffic::pattern::rtp_header,
+};
+use voipdetect_common::{
+    BlockEntry, FlowCounters, FlowKey, Stat,
+    parse::parse_ethernet,
+};
+
+const PASS: u32 = 2;
+const DROP: u32 = 1;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn key_of(frame: &[u8]) -> FlowKey {
+    parse_ethernet(frame).expect("fixture frame parses").key
+}
+
+/// What a case expects of the flow entry afterwards, relative to before.
+#[derive(Default, Debug)]
+struct FlowDelta {
+    packets: u32,
+    bytes: u64,
+    empty: u32,
+    dropped: u32,
+    rtp_ok: u16,
+    created: bool,
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    stats: Vec<(Stat, u64)>,
+    /// None: the frame must not touch any flow entry.
+    flow: Option<FlowDelta>,
+}
+
+fn udp4(payload: &[u8]) -> Vec<u8> {
+    FrameSpec::udp(sa("192.0.2.2:40000"), sa("198.51.100.2:5004")).build(payload)
+}
+
+fn tracked(name: &'static str, frame: Vec<u8>, delta: FlowDelta) -> Case {
+    let mut stats = vec![(Stat::Tracked, 1)];
+    if delta.created {
+        stats.push((Stat::NewFlow, 1));
+    }
+    if delta.empty > 0 {
+        stats.push((Stat::EmptyPayload, 1));
+    }
+    Case { name, frame, action: PASS, stats, flow: Some(delta) }
+}
+
+fn passed(name: &'static str, frame: Vec<u8>, reason: Stat) -> Case {
+    Case { name, frame, action: PASS, stats: vec![(reason, 1)], flow: None }
+}
+
+fn data(len: usize, created: bool) -> FlowDelta {
+    FlowDelta { packets: 1, bytes: len as u64, created, ..Default::default() }
+}
+
+fn run_case(dp: &mut Datapath, c: &Case) {
+    let key = parse_ethernet(c.frame.as_slice()).ok().map(|p| p.key);
+    let before_flow: Option<FlowCounters> = key.and_then(|k| dp.flow(&k));
+    let before_flows = count_flows(dp);
+    let before: Stats = dp.stats().unwrap();
+    let action = dp.test_run(&c.frame).unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
+    let delta = dp.stats().unwrap().since(&before);
+    assert_eq!(action, c.action, "{}: XDP action", c.name);
+    let mut want = Stats::default();
+    for (s, n) in &c.stats {
+        want.0[*s as usize] = *n;
+    }
+    assert_eq!(delta, want, "{}: counter deltas (indexed like Stat)", c.name);
+    assert_eq!(delta.seen(), 1, "{}: one outcome per packet", c.name);
+    match &c.flow {
+        None => assert_eq!(count_flows(dp), before_flows, "{}: no flow entry may appear", c.name),
+        Some(d) => {
+            let after = dp.flow(&key.unwrap()).unwrap_or_else(|| panic!("{}: flow entry missing", c.name));
+            assert_eq!(before_flow.is_none(), d.created, "{}: entry created", c.name);
+            let b = before_flow.unwrap_or_default();
+            assert_eq!(after.packets - b.packets, d.packets, "{}: packets", c.name);
+            assert_eq!(after.bytes - b.bytes, d.bytes, "{}: bytes", c.name);
+            assert_eq!(after.empty - b.empty, d.empty, "{}: empty", c.name);
+            assert_eq!(after.dropped - b.dropped, d.dropped, "{}: dropped", c.name);
+            assert_eq!(after.rtp_ok.wrapping_sub(b.rtp_ok), d.rtp_ok, "{}: rtp_ok", c.name);
+            assert!(after.last_seen_ns >= b.last_seen_ns, "{}: last_seen", c.name);
+        }
+    }
+}
+
+fn count_flows(dp: &Datapath) -> usize {
+    dp.for_each_flow(|_, _| {}).unwrap()
+}
+
+#[test]
+fn frame_table() {
+    voipdetect_tests::require_root();
+    let mut dp = Datapath::load(&LoadOptions { flow_entries: 1024, ..Default::default() }).unwrap();
+
+    let udp6 = FrameSpec::udp(sa("[2001:db8:1::2]:40000"), sa("[2001:db8:2::2]:5004"));
+    let mut vlan1 = FrameSpec::udp(sa("192.0.2.2:40001"), sa("198.51.100.2:5004"));
+    vlan1.vlans = vec![100];
+    let mut vlan2 = vlan1.clone();
+    vlan2.vlans = vec![100, 200];
+    vlan2.src = sa("192.0.2.2:40002");
+    let mut vlan3 = vlan2.clone();
+    vlan3.vlans = vec![100, 200, 300];
+    let tcp = FrameSpec::tcp(sa("192.0.2.2:40935"), sa("198.51.100.2:1935"));
+    let mut opts = FrameSpec::udp(sa("192.0.2.2:40003"), sa("198.51.100.2:5004"));
+    opts.ipv4_options = vec![1; 40];
+    let mut frag_first = FrameSpec::udp(sa("192.0.2.2:40004"), sa("198.51.100.2:5004"));
+    frag_first.fragment = Some((0, true));
+    let mut frag_later = frag_first.clone();
+    frag_later.fragment = Some((185, false));
+    let mut v6ext = FrameSpec::udp(sa("[2001:db8:1::2]:40005"), sa("[2001:db8:2::2]:5004"));
+    v6ext.ipv6_hop_by_hop = true;
+    v6ext.ipv6_dest_opts = true;
+    let mut v6frag = v6ext.clone();
+    v6frag.fragment = Some((100, false));
+
+    let mut bad_ihl = udp4(&[0; 20]);
+    bad_ihl[14] = 0x43;
+    let mut bad_doff = tcp.build(&[0; 20]);
+    bad_doff[14 + 20 + 12] = 0x30;
+    let mut arp = udp4(&[0; 20]);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut icmp = udp4(&[0; 20]);
+    icmp[14 + 9] = 1;
+    let mut four_tags = vlan2.build(&[0; 8]);
+    add_vlan_tag(&mut four_tags, 7);
+    add_vlan_tag(&mut four_tags, 8);
+
+    let rtp = |seq: u16, ts: u32| {
+        let mut p = rtp_header(0, seq, ts, 0x1234_5678).to_vec();
+        p.resize(172, 0xd5);
+        FrameSpec::udp(sa("192.0.2.2:40006"), sa("198.51.100.2:5006")).build(&p)
+    };
+
+    let cases = vec![
+        tracked("ipv4 udp, new flow", udp4(&[7; 172]), data(172, true)),
+        tracked("ipv4 udp, same flow", udp4(&[7; 160]), data(160, false)),
+        tracked("ipv6 udp", udp6.build(&[1; 60]), data(60, true)),
+        tracked("one vlan tag", vlan1.build(&[1; 33]), data(33, true)),
+        tracked("two vlan tags", vlan2.build(&[1; 34]), data(34, true)),
+        passed("three vlan tags", vlan3.build(&[1; 35]), Stat::VlanTooDeep),
+        passed("four vlan tags", four_tags, Stat::VlanTooDeep),
+        tracked("tcp with payload", tcp.build(&[2; 110]), data(110, true)),
+        tracked(
+            "tcp pure ack",
+            tcp.build(&[]),
+            FlowDelta { empty: 1, ..Default::default() },
+        ),
+        tracked("ipv4 with 40 bytes of options", opts.build(&[3; 50]), data(50, true)),
+        passed("ipv4 ihl 3", bad_ihl, Stat::Malformed),
+        passed("tcp data offset 3", bad_doff, Stat::Malformed),
+        tracked("ipv4 first fragment", frag_first.build(&[4; 100]), data(100, true)),
+        passed("ipv4 later fragment", frag_later.build(&[4; 100]), Stat::Fragment),
+        tracked("ipv6 hop-by-hop + destination options", v6ext.build(&[5; 20]), data(20, true)),
+        passed("ipv6 later fragment", v6frag.build(&[5; 20]), Stat::Fragment),
+        passed("arp", arp, Stat::NotIp),
+        passed("icmp", icmp, Stat::OtherL4),
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header,
+        // so that truncation is covered by the parser's unit tests only.
+        passed("ipv6 header cut", udp6.build(&[0; 20])[..14 + 30].to_vec(), Stat::Truncated),
+        passed("ipv4 header cut", udp4(&[0; 20])[..14 + 12].to_vec(), Stat::Truncated),
+        passed("udp header cut", udp4(&[0; 20])[..14 + 20 + 4].to_vec(), Stat::Truncated),
+        tracked("rtp 1", rtp(10, 1000), data(172, true)),
+        tracked("rtp 2 in sequence", rtp(11, 1160), FlowDelta { rtp_ok: 1, ..data(172, false) }),
+        tracked("rtp 3 in sequence", rtp(12, 1320), FlowDelta { rtp_ok: 1, ..data(172, false) }),
+        tracked("rtp out of sequence", rtp(500, 1480), data(172, false)),
+    ];
+    for c in &cases {
+        run_case(&mut dp, c);
+    }
+
+    // The blocklist: a listed flow drops, an expired entry does not, and
+    // removing an entry takes effect at once.
+    let call = udp4(&[9; 172]);
+    let k = key_of(&call);
+    let now = monotonic_ns();
+    dp.block(&[k], BlockEntry { expires_ns: now + 60_000_000_000, since_ns: now }).unwrap();
+    run_case(
+        &mut dp,
+        &Case {
+            name: "listed flow, first drop",
+            frame: call.clone(),
+            action: DROP,
+            stats: vec![(Stat::Dropped, 1), (Stat::BlockStart, 1)],
+            flow: Some(FlowDelta { dropped: 1, ..Default::default() }),
+        },
+    );
+    run_case(
+        &mut dp,
+        &Case {
+            name: "listed flow, later drop",
+            frame: call.clone(),
+            action: DROP,
+            stats: vec![(Stat::Dropped, 1)],
+            flow: Some(FlowDelta { dropped: 1, ..Default::default() }),
+        },
+    );
+    // A listed flow not seen before drops on its first packet.
+    let fresh = FrameSpec::udp(sa("192.0.2.9:41000"), sa("198.51.100.2:5004")).build(&[1; 40]);
+    dp.block(&[key_of(&fresh)], BlockEntry { expires_ns: now + 60_000_000_000, since_ns: now }).unwrap();
+    run_case(
+        &mut dp,
+        &Case {
+            name: "listed flow, first packet ever",
+            frame: fresh,
+            action: DROP,
+            stats: vec![(Stat::Dropped, 1), (Stat::BlockStart, 1), (Stat::NewFlow, 1)],
+            flow: Some(FlowDelta { dropped: 1, created: true, ..Default::default() }),
+        },
+    );
+    dp.block(&[k], BlockEntry { expires_ns: monotonic_ns() - 1, since_ns: now }).unwrap();
+    run_case(&mut dp, &tracked("expired entry passes", call.clone(), data(172, false)));
+    dp.block(&[k], BlockEntry { expires_ns: monotonic_ns() + 60_000_000_000, since_ns: now }).unwrap();
+    run_case(
+        &mut dp,
+        &Case {
+            name: "re-listed flow drops again",
+            frame: call.clone(),
+            action: DROP,
+            stats: vec![(Stat::Dropped, 1), (Stat::BlockStart, 1)],
+            flow: Some(FlowDelta { dropped: 1, ..Default::default() }),
+        },
+    );
+    dp.unblock(&[k]).unwrap();
+    run_case(&mut dp, &tracked("unlisted flow passes", call, data(172, false)));
+}
+
+#[test]
+fn lru_evicts_instead_of_refusing() {
+    voipdetect_tests::require_root();
+    let mut dp = Datapath::load(&LoadOptions { flow_entries: 64, ..Default::default() }).unwrap();
+    for port in 0..1000u16 {
+        let f = FrameSpec::udp(sa(&format!("192.0.2.2:{}", 10000 + port)), sa("198.51.100.2:5004")).build(&[0; 20]);
+        assert_eq!(dp.test_run(&f).unwrap(), PASS);
+    }
+    let s = dp.stats().unwrap();
+    assert_eq!(s.get(Stat::Tracked), 1000);
+    assert_eq!(s.get(Stat::FlowTableFull), 0);
+    assert!(count_flows(&dp) <= 64 + 64, "LRU kept {}", count_flows(&dp));
+}

@@ -1,0 +1,239 @@
+//! Tier 3: the real program and controller on veth pairs in network
+//! namespaces, judged from the receivers' side. Every lab has unique names
+//! and is removed on drop, also when an assertion fails.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
+
+use voipdetect::{
+    lab::{GatewayLab, voipdetect_binary},
+    traffic::{
+        live::{self, FlowResult},
+        pattern,
+    },
+};
+
+fn binary() -> PathBuf {
+    voipdetect_binary().expect("voipdetect binary (cargo xtask test sets VOIPDETECT_BIN)")
+}
+
+fn result<'a>(results: &'a [FlowResult], name: &str) -> &'a FlowResult {
+    results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no result for {name}"))
+}
+
+fn verdicts(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events.iter().filter(|e| e["event"] == "verdict").collect()
+}
+
+fn has_port(e: &serde_json::Value, port: u16) -> bool {
+    let p = format!(":{port}");
+    e["src"].as_str().is_some_and(|s| s.ends_with(&p)) || e["dst"].as_str().is_some_and(|s| s.ends_with(&p))
+}
+
+#[test]
+fn gateway_cuts_off_calls_and_spares_lookalikes() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    let mut ctl = lab.start_controller(&binary(), &["--mode", "block"]).unwrap();
+    ctl.wait_attached(Duration::from_secs(20)).unwrap();
+
+    let secs = 10;
+    let rtp = pattern::rtp_call(secs);
+    let tcp = pattern::tcp_audio_call(secs);
+    let flows = vec![rtp.clone(), tcp.clone(), pattern::bulk_tcp(64 << 20), pattern::dns_burst(400), pattern::game(64, secs)];
+    let results = live::run(&lab, &flows, &AtomicBool::new(false)).unwrap();
+    let status = ctl.stop().unwrap();
+    let events = ctl.drain();
+    assert!(status.success(), "controller exit {status}: {}", ctl.stderr_text());
+    assert!(!lab.gateway_has_xdp().unwrap(), "XDP still attached after the controller stopped");
+
+    for r in &results {
+        eprintln!("{r:?}");
+    }
+    for call in [&rtp, &tcp] {
+        let r = result(&results, &call.name);
+        let cut = r.cut_off_after().unwrap_or_else(|| panic!("{} was not cut off: {r:?}", call.name));
+        assert!(cut <= Duration::from_secs(5), "{} cut off only after {cut:?}", call.name);
+        assert!(r.received() > 0, "{} never got through at all", call.name);
+    }
+    for name in ["bulk tcp transfer", "dns burst", "game 64 Hz"] {
+        let r = result(&results, name);
+        assert!(r.delivered_all(), "{name} lost traffic: {r:?}");
+    }
+    let v = verdicts(&events);
+    assert_eq!(v.len(), 2, "exactly the two calls are verdicts: {events:#?}");
+    for call in [&rtp, &tcp] {
+        let e = v.iter().find(|e| has_port(e, call.server_port)).unwrap_or_else(|| panic!("no verdict for {}", call.name));
+        assert_eq!(e["verdict"], "voip");
+        assert_eq!(e["action"], "blocked");
+        for field in ["time", "iface", "proto", "src", "dst", "reason", "pps", "mean_size", "duration"] {
+            assert!(!e[field].is_null(), "verdict lacks {field}: {e}");
+        }
+    }
+    // Stopping the controller ends the verdicts it held.
+    assert_eq!(events.iter().filter(|e| e["event"] == "release").count(), 2, "{events:#?}");
+}
+
+/// `sipp` places a call (SIP INVITE, G.711 RTP from a pcap) to `sipp -sn uas -rtp_echo` through the gateway.
+#[test]
+fn a_real_sip_user_agent_call_is_detected_and_its_rtp_blocked() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    let mut ctl = lab.start_controller(&binary(), &["--mode", "block"]).unwrap();
+    ctl.wait_attached(Duration::from_secs(20)).unwrap();
+
+    // uac_pcap plays "pcap/g711a.pcap" relative to its working directory.
+    let work = tempdir(&lab.id);
+    std::os::unix::fs::symlink("/usr/share/sip-tester", work.join("pcap")).unwrap();
+    let capture = work.join("server-rtp.pcap");
+    let server_ip = voipdetect::lab::SERVER_V4.to_string();
+    let client_ip = voipdetect::lab::CLIENT_V4.to_string();
+
+    let mut dump = lab
+        .server
+        .command("tcpdump")
+        .args(["-i", &lab.server_if, "-n", "-U", "-w"])
+        .arg(&capture)
+        .args(["udp", "and", "port", "6000", "and", "dst", "host", &server_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _dump_guard = KillOnDrop(dump.id());
+    let mut uas = lab
+        .server
+        .command("sipp")
+        .args(["-sn", "uas", "-rtp_echo", "-i", &server_ip, "-mi", &server_ip, "-p", "5060", "-m", "1"])
+        .args(["-timeout", "40s", "-nostdin", "-bg"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let uac = lab
+        .client
+        .command("sipp")
+        .args(["-sn", "uac_pcap", &format!("{server_ip}:5060"), "-i", &client_ip, "-mi", &client_ip])
+        .args(["-m", "1", "-l", "1", "-timeout", "40s", "-nostdin"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    eprintln!("sipp uac exit: {uac}");
+    let _ = uas.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(dump.id()) };
+    let _ = dump.wait();
+    let status = ctl.stop().unwrap();
+    let events = ctl.drain();
+    assert!(status.success(), "{}", ctl.stderr_text());
+
+    let v = verdicts(&events);
+    let rtp_verdict = v.iter().find(|e| has_port(e, 6000)).unwrap_or_else(|| panic!("no verdict on the RTP flow: {events:#?}"));
+    assert_eq!(rtp_verdict["action"], "blocked");
+    assert!(rtp_verdict["reason"].as_str().unwrap().starts_with("rtp"), "{rtp_verdict}");
+    assert!(!v.iter().any(|e| has_port(e, 5060)), "SIP signalling must not be called a call: {events:#?}");
+
+    // From the server's side: RTP arrived, then stopped long before the
+    // 8 s of audio were over.
+    let times = packet_times(&capture);
+    eprintln!("{} RTP packets reached the server; call lasted {:?}", times.len(), started.elapsed());
+    assert!(!times.is_empty(), "no RTP reached the server at all");
+    let span = times.last().unwrap() - times.first().unwrap();
+    assert!(span < 5.0, "RTP kept arriving for {span:.1} s");
+    assert!(times.len() < 200, "{} RTP packets got through (8 s of audio is 400)", times.len());
+}
+
+struct KillOnDrop(u32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child of ours (or a pid that has already exited).
+        unsafe { libc_kill(self.0) };
+    }
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// SIGTERM to `pid`.
+unsafe fn libc_kill(pid: u32) {
+    // SAFETY: the caller names a process of its own.
+    unsafe { kill(pid as i32, 15) };
+}
+
+fn tempdir(id: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("voipdetect-lab-{id}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Capture times (s) of the packets in a pcap, read with tcpdump.
+fn packet_times(file: &Path) -> Vec<f64> {
+    let out = Command::new("tcpdump").args(["-r"]).arg(file).args(["-n", "-tt"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Runs `voipdetect ARGS` in the gateway namespace (optionally without
+/// privileges) and returns (exit code, stderr).
+fn run_in_gateway(lab: &GatewayLab, unprivileged: bool, args: &[&str]) -> (i32, String) {
+    let bin = binary();
+    let mut cmd = if unprivileged {
+        let mut c = lab.gateway.command("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]).arg(&bin);
+        c
+    } else {
+        lab.gateway.command(&bin)
+    };
+    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_attaches_nothing() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    let good = lab.gw_client_if.as_str();
+    let cases: Vec<(&str, bool, Vec<&str>, &str)> = vec![
+        ("unknown interface", false, vec!["run", "--iface", good, "--iface", "nosuch0"], "unknown interface \"nosuch0\""),
+        ("bad duration", false, vec!["run", "--iface", good, "--poll-interval", "banana"], "--poll-interval"),
+        ("bad mode", false, vec!["run", "--iface", good, "--mode", "destroy"], "--mode"),
+        ("zero map size", false, vec!["run", "--iface", good, "--flow-entries", "0"], "--flow-entries"),
+        ("no interface", false, vec!["run"], "--iface"),
+        ("missing privileges", true, vec!["run", "--iface", good], "missing privileges"),
+    ];
+    for (name, unprivileged, args, expect) in cases {
+        let (code, stderr) = run_in_gateway(&lab, unprivileged, &args);
+        assert_ne!(code, 0, "{name}: must fail");
+        let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{name}: one line of error, got {stderr:?}");
+        assert!(lines[0].contains(expect), "{name}: {:?} should mention {expect:?}", lines[0]);
+        assert!(!lab.gateway_has_xdp().unwrap(), "{name}: something was left attached");
+    }
+}
+
+#[test]
+fn controller_detaches_on_sigterm_and_sigint() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    for signal in [15, 2] {
+        let mut ctl = lab.start_controller(&binary(), &["--mode", "block"]).unwrap();
+        ctl.wait_attached(Duration::from_secs(20)).unwrap();
+        assert!(lab.gateway_has_xdp().unwrap());
+        let status = ctl.signal_and_wait(signal).unwrap();
+        assert!(status.success(), "signal {signal}: {status}");
+        assert!(!lab.gateway_has_xdp().unwrap(), "signal {signal}: still attached");
+    }
+}

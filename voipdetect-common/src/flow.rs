@@ -1,0 +1,173 @@
+//! Map keys and values. Layouts are fixed (`repr(C)`, explicit padding,
+//! compile-time size checks) because the kernel and the controller read the
+//! same bytes.
+
+use crate::features::{IAT_BUCKETS, SIZE_BUCKETS};
+
+/// Address family tag stored in [`FlowKey::family`].
+pub const FAMILY_V4: u8 = 4;
+/// Address family tag stored in [`FlowKey::family`].
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers we track (IANA "Assigned Internet Protocol Numbers").
+pub const PROTO_TCP: u8 = 6;
+/// See [`PROTO_TCP`].
+pub const PROTO_UDP: u8 = 17;
+
+/// One direction of a transport conversation.
+///
+/// Addresses are in network byte order; an IPv4 address fills the first four
+/// bytes and the rest stay zero. Ports are in host byte order. The reverse
+/// direction of a conversation is a different key ([`FlowKey::reversed`]):
+/// each direction is its own map entry, so the two directions never write the
+/// same memory even when the NIC steers them to different CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The key of the opposite direction.
+    #[inline(always)]
+    pub fn reversed(&self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// True when this direction is the conversation's canonical one (the
+    /// smaller endpoint sends); used to join both directions in userspace.
+    pub fn is_canonical(&self) -> bool {
+        (self.src, self.sport) <= (self.dst, self.dport)
+    }
+
+    /// The conversation's canonical direction.
+    pub fn canonical(&self) -> Self {
+        if self.is_canonical() { *self } else { self.reversed() }
+    }
+}
+
+/// Per-direction counters, updated by [`crate::features::update`].
+///
+/// Concurrency: each direction is its own entry, so the two directions of a
+/// call never share memory. One direction is normally handled by one CPU (RSS
+/// and veth keep a 5-tuple on one queue); where it is not, `packets`, `bytes`
+/// and `dropped` are still exact (atomic adds) and the histograms may lose an
+/// increment to a race, which moves a ratio by 1/N and nothing else.
+///
+/// The histogram and hint counters are `u16` and wrap: the controller only
+/// ever uses their differences between two polls taken well under 65 536
+/// packets apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCounters {
+    /// CLOCK_MONOTONIC (kernel: `bpf_ktime_get_ns`) of the first packet.
+    pub first_seen_ns: u64,
+    /// Time of the latest packet of any kind, dropped ones included.
+    pub last_seen_ns: u64,
+    /// Transport payload bytes of payload-bearing packets.
+    pub bytes: u64,
+    /// Kernel-owned cache of this flow's blocklist expiry (0: not listed),
+    /// valid while `verdict_gen` equals the controller's generation.
+    pub blocked_until_ns: u64,
+    /// Payload-bearing packets: every non-empty UDP datagram, every TCP
+    /// segment carrying data. Rates and sizes are taken from these.
+    pub packets: u32,
+    /// Packets without transport payload (TCP pure ACK, SYN, FIN, RST).
+    pub empty: u32,
+    /// Packets dropped because this flow is on the blocklist.
+    pub dropped: u32,
+    /// Blocklist generation `blocked_until_ns` was read at.
+    pub verdict_gen: u32,
+    /// `(ns >> 10) | 1` of the latest payload packet (≈µs, wraps every 73 min):
+    /// the anchor for the next inter-arrival gap. 0 means none yet.
+    pub last_data_ticks: u32,
+    /// Last RTP header seen (RFC 3550 §5.1).
+    pub rtp_ssrc: u32,
+    pub rtp_ts: u32,
+    /// Interface the flow's first packet arrived on.
+    pub ifindex: u32,
+    pub rtp_seq: u16,
+    /// RTP timestamp step of the latest in-sequence packet (saturates).
+    pub rtp_ts_step: u16,
+    /// Packets that continued an RTP stream: same SSRC, sequence +1..+4,
+    /// timestamp moved forward by less than a second at 90 kHz.
+    pub rtp_ok: u16,
+    /// Inter-arrival gaps between payload packets, by [`crate::features::iat_bucket`].
+    pub iat_hist: [u16; IAT_BUCKETS],
+    /// Payload sizes, by [`crate::features::size_bucket`].
+    pub size_hist: [u16; SIZE_BUCKETS],
+    /// STUN messages (RFC 8489) and TURN ChannelData frames (RFC 8656 §12).
+    pub stun: u16,
+    /// RTCP packets (RFC 3550 §6, RFC 5761 §4).
+    pub rtcp: u16,
+    /// DTLS records (RFC 9147 §4), as used for DTLS-SRTP key exchange.
+    pub dtls: u16,
+    /// Media framed in another layer: RTP in TURN ChannelData or in an
+    /// RFC 4571 length-prefixed TCP stream.
+    pub framed: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<FlowCounters>() == 120);
+
+impl FlowCounters {
+    /// A fresh entry for a flow first seen at `now_ns` on `ifindex`.
+    #[inline(always)]
+    pub fn new(now_ns: u64, ifindex: u32) -> Self {
+        Self { first_seen_ns: now_ns, last_seen_ns: now_ns, ifindex, ..Default::default() }
+    }
+}
+
+/// A verdict written by the controller. The kernel only reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BlockEntry {
+    /// CLOCK_MONOTONIC deadline; at and after it the entry no longer drops.
+    pub expires_ns: u64,
+    /// When the controller first wrote this verdict.
+    pub since_ns: u64,
+}
+const _: () = assert!(size_of::<BlockEntry>() == 16);
+
+/// Settings the controller changes at run time (one array entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Control {
+    /// Bumped after every blocklist write. A flow whose cached
+    /// `verdict_gen` differs looks the blocklist up again on its next
+    /// packet, so the fast path does one hash lookup per packet, not two.
+    pub block_gen: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Control>() == 8);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all four are repr(C), contain only integers and arrays of
+    // integers, and every padding byte is an explicit field.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for BlockEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Control {}
+}

@@ -1,0 +1,253 @@
+//! Cheap checks on the first bytes of a transport payload: is this RTP,
+//! RTCP, STUN, TURN ChannelData or DTLS? They read at most 14 header bytes
+//! (the fixed RTP header and a 2-byte frame length) and keep only header
+//! fields (SSRC, sequence, timestamp), never media content.
+//!
+//! On UDP the first byte splits the protocols that share a 5-tuple in
+//! WebRTC and SIP media (RFC 7983 §7): 0–3 STUN, 20–63 DTLS, 64–79 TURN
+//! ChannelData, 128–191 RTP/RTCP.
+
+use crate::{
+    flow::{PROTO_TCP, PROTO_UDP},
+    parse::{Bytes, Packet},
+};
+
+/// Fields of an RTP fixed header (RFC 3550 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rtp {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub ts: u32,
+}
+
+/// What a payload's first bytes look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    Rtp(Rtp),
+    /// RTP inside another framing: TURN ChannelData (RFC 8656 §12) or an
+    /// RFC 4571 length-prefixed TCP stream.
+    FramedRtp(Rtp),
+    Rtcp,
+    Stun,
+    Dtls,
+}
+
+/// STUN magic cookie, RFC 8489 §5.
+const STUN_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const RTP_HLEN: u32 = 12;
+const STUN_HLEN: u32 = 20;
+const CHANNEL_HLEN: usize = 4;
+const DTLS_HLEN: u32 = 13;
+/// RFC 4571 §2: a 16-bit length precedes each RTP packet on a TCP stream.
+const RFC4571_PREFIX: usize = 2;
+
+/// RTP header check on 12 bytes of a payload `len` bytes long.
+///
+/// Version 2, a payload type outside the RTCP range (RFC 5761 §4: second
+/// byte 192–223 is RTCP when multiplexed) and room for the CSRC list.
+#[inline(always)]
+pub fn rtp_header(h: &[u8; 12], len: u32) -> Option<Rtp> {
+    if h[0] >> 6 != 2 || (192..=223).contains(&h[1]) {
+        return None;
+    }
+    let csrc = u32::from(h[0] & 0x0f) * 4;
+    if len < RTP_HLEN + csrc {
+        return None;
+    }
+    Some(Rtp {
+        seq: u16::from_be_bytes([h[2], h[3]]),
+        ts: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ssrc: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+    })
+}
+
+/// RTCP: version 2, packet type 192–223 (SR 200, RR 201, SDES 202, BYE 203,
+/// APP 204, feedback 205/206, XR 207), first packet's length fits.
+#[inline(always)]
+pub fn is_rtcp(h: &[u8; 12], len: u32) -> bool {
+    let words = u32::from(u16::from_be_bytes([h[2], h[3]])) + 1;
+    h[0] >> 6 == 2 && (192..=223).contains(&h[1]) && words * 4 <= len
+}
+
+/// STUN message: top two bits zero, magic cookie, length that fills the datagram.
+#[inline(always)]
+pub fn is_stun(h: &[u8; 12], len: u32) -> bool {
+    let body = u32::from(u16::from_be_bytes([h[2], h[3]]));
+    h[0] & 0xc0 == 0 && h[4..8] == STUN_COOKIE && body % 4 == 0 && body + STUN_HLEN == len
+}
+
+/// DTLS record header (RFC 9147 §4 / RFC 6347 §4.1): content type 20–25,
+/// version 1.0 (0xfeff) or 1.2 (0xfefd), a record that fits.
+#[inline(always)]
+pub fn is_dtls(h: &[u8; 14], len: u32) -> bool {
+    let rec = u32::from(u16::from_be_bytes([h[11], h[12]]));
+    (20..=25).contains(&h[0]) && h[1] == 0xfe && (h[2] == 0xff || h[2] == 0xfd) && rec + DTLS_HLEN <= len
+}
+
+/// TURN ChannelData (RFC 8656 §12.4): channel 0x4000–0x4fff and a length
+/// that, padded to four bytes, fills the datagram. Returns the data length.
+#[inline(always)]
+pub fn channel_data_len(h: &[u8; 4], len: u32) -> Option<u32> {
+    let data = u32::from(u16::from_be_bytes([h[2], h[3]]));
+    let framed = data + CHANNEL_HLEN as u32;
+    ((0x40..=0x4f).contains(&h[0]) && framed <= len && len - framed < 4).then_some(data)
+}
+
+/// Inspects the payload of `pkt`.
+#[inline(always)]
+pub fn inspect<B: Bytes + ?Sized>(b: &B, pkt: &Packet) -> Hint {
+    let len = pkt.payload_len;
+    let off = pkt.payload_off;
+    match pkt.key.proto {
+        PROTO_UDP => inspect_udp(b, off, len),
+        PROTO_TCP => inspect_tcp(b, off, len),
+        _ => Hint::None,
+    }
+}
+
+#[inline(always)]
+fn inspect_udp<B: Bytes + ?Sized>(b: &B, off: usize, len: u32) -> Hint {
+    if len < 4 {
+        return Hint::None;
+    }
+    let Some(first) = b.load::<4>(off) else { return Hint::None };
+    match first[0] {
+        0..=3 if len >= STUN_HLEN => match b.load::<12>(off) {
+            Some(h) if is_stun(&h, len) => Hint::Stun,
+            _ => Hint::None,
+        },
+        20..=63 if len >= DTLS_HLEN => match b.load::<14>(off) {
+            Some(h) if is_dtls(&h, len) => Hint::Dtls,
+            _ => Hint::None,
+        },
+        0x40..=0x4f => match channel_data_len(&first, len) {
+            Some(data) => match b.load::<12>(off + CHANNEL_HLEN) {
+                Some(h) => match rtp_header(&h, data) {
+                    Some(rtp) => Hint::FramedRtp(rtp),
+                    // TURN relaying something else (often STUN-negotiated media we cannot see).
+                    None => Hint::Stun,
+                },
+                None => Hint::Stun,
+            },
+            None => Hint::None,
+        },
+        128..=191 if len >= RTP_HLEN => match b.load::<12>(off) {
+            Some(h) => match rtp_header(&h, len) {
+                Some(rtp) => Hint::Rtp(rtp),
+                None if is_rtcp(&h, len) => Hint::Rtcp,
+                None => Hint::None,
+            },
+            None => Hint::None,
+        },
+        _ => Hint::None,
+    }
+}
+
+#[inline(always)]
+fn inspect_tcp<B: Bytes + ?Sized>(b: &B, off: usize, len: u32) -> Hint {
+    // Only a segment that starts with an RFC 4571 frame is checked: enough
+    // for media sent one frame per segment, which is how real-time senders
+    // with TCP_NODELAY write.
+    if len < RTP_HLEN + RFC4571_PREFIX as u32 {
+        return Hint::None;
+    }
+    let Some(h) = b.load::<14>(off) else { return Hint::None };
+    let frame = u32::from(u16::from_be_bytes([h[0], h[1]]));
+    if frame < RTP_HLEN || frame + RFC4571_PREFIX as u32 > len {
+        return Hint::None;
+    }
+    let mut rtp = [0u8; 12];
+    rtp.copy_from_slice(&h[RFC4571_PREFIX..]);
+    match rtp_header(&rtp, frame) {
+        Some(r) => Hint::FramedRtp(r),
+        None => Hint::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::flow::FlowKey;
+
+    fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: usize) -> Vec<u8> {
+        let mut v = Vec::from([0x80, pt]);
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&ts.to_be_bytes());
+        v.extend_from_slice(&ssrc.to_be_bytes());
+        v.resize(12 + payload, 0xd5);
+        v
+    }
+
+    fn pkt(proto: u8, payload: &[u8]) -> Packet {
+        Packet {
+            key: FlowKey { proto, ..Default::default() },
+            payload_off: 0,
+            payload_len: payload.len() as u32,
+            tcp_flags: 0,
+        }
+    }
+
+    fn udp(payload: &[u8]) -> Hint {
+        inspect(payload, &pkt(PROTO_UDP, payload))
+    }
+
+    #[test]
+    fn rtp_and_rtcp() {
+        let p = rtp(0, 7, 160, 0xdead_beef, 160);
+        assert_eq!(udp(&p), Hint::Rtp(Rtp { ssrc: 0xdead_beef, seq: 7, ts: 160 }));
+        // RTCP receiver report: PT 201, length 1 word after the header.
+        let rr = [0x81, 201, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2];
+        assert_eq!(udp(&rr), Hint::Rtcp);
+        // Version 1 is not RTP.
+        let mut v1 = p.clone();
+        v1[0] = 0x40;
+        assert_eq!(udp(&v1), Hint::None);
+        // The CSRC list must fit.
+        let mut cc = rtp(0, 1, 1, 1, 0);
+        cc[0] = 0x8f;
+        assert_eq!(udp(&cc), Hint::None);
+    }
+
+    #[test]
+    fn stun_and_channel_data() {
+        let mut stun = Vec::from([0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42]);
+        stun.resize(28, 0);
+        assert_eq!(udp(&stun), Hint::Stun);
+        stun[4] = 0;
+        assert_eq!(udp(&stun), Hint::None);
+        let inner = rtp(111, 9, 960, 42, 60);
+        let mut chan = Vec::from([0x40, 0x01]);
+        chan.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+        chan.extend_from_slice(&inner);
+        assert_eq!(udp(&chan), Hint::FramedRtp(Rtp { ssrc: 42, seq: 9, ts: 960 }));
+    }
+
+    #[test]
+    fn dtls_record() {
+        let mut d = Vec::from([22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]);
+        d.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(udp(&d), Hint::Dtls);
+        d[2] = 0x03;
+        assert_eq!(udp(&d), Hint::None);
+    }
+
+    #[test]
+    fn rtp_over_tcp_rfc4571() {
+        let inner = rtp(0, 3, 240, 5, 240);
+        let mut seg = (inner.len() as u16).to_be_bytes().to_vec();
+        seg.extend_from_slice(&inner);
+        assert_eq!(inspect(seg.as_slice(), &pkt(PROTO_TCP, &seg)), Hint::FramedRtp(Rtp { ssrc: 5, seq: 3, ts: 240 }));
+        // Without the prefix a TCP segment is not checked for RTP.
+        assert_eq!(inspect(inner.as_slice(), &pkt(PROTO_TCP, &inner)), Hint::None);
+    }
+
+    #[test]
+    fn short_payloads_are_nothing() {
+        assert_eq!(udp(&[0x80, 0, 0]), Hint::None);
+        assert_eq!(udp(&[]), Hint::None);
+    }
+}

@@ -1,0 +1,18 @@
+//! Map names and default sizes, defined once for both sides.
+
+/// Per-direction flow counters: `LRU_HASH<FlowKey, FlowCounters>`.
+pub const FLOWS: &str = "VD_FLOWS";
+/// Verdicts written by the controller: `HASH<FlowKey, BlockEntry>`.
+pub const BLOCKLIST: &str = "VD_BLOCKLIST";
+/// Global counters: `PERCPU_ARRAY<u64>` indexed by [`crate::Stat`].
+pub const STATS: &str = "VD_STATS";
+/// Controller-to-kernel settings: `ARRAY<Control>` with one entry.
+pub const CONTROL: &str = "VD_CONTROL";
+
+/// Default number of direction-flows the LRU keeps (settable at load time).
+pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
+/// Default capacity of the blocklist (settable at load time).
+pub const DEFAULT_BLOCK_ENTRIES: u32 = 1 << 14;
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM: &str = "voipdetect";

@@ -1,0 +1,475 @@
+//! The controller's logic, independent of where counters come from and of
+//! what the clock is: the live driver feeds it the kernel's flow map every
+//! poll with CLOCK_MONOTONIC, the replay feeds it the same counters built
+//! from a capture with the capture's clock. It joins the two directions of
+//! each conversation, cuts time into windows, asks the classifier, and turns
+//! findings into verdict events and blocklist commands with a TTL.
+
+use std::collections::{HashMap, hash_map::Entry};
+
+use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
+
+use crate::{
+    classifier::{Classifier, Finding, Thresholds, WindowJudgement},
+    window::DirWindow,
+};
+
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Report only, or also block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    Monitor,
+    Block,
+}
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    /// Length of a classification window.
+    pub window_ns: u64,
+    /// Lifetime of a verdict without activity; refreshed while the call lasts.
+    pub ttl_ns: u64,
+    /// A conversation without packets for this long is forgotten.
+    pub idle_ns: u64,
+    /// Also block media that flows one way only (music on hold, broadcast legs).
+    pub block_one_way: bool,
+    pub thresholds: Thresholds,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Monitor,
+            window_ns: NS_PER_SEC,
+            ttl_ns: 60 * NS_PER_SEC,
+            idle_ns: 30 * NS_PER_SEC,
+            block_one_way: false,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Verdict,
+    Release,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Blocked,
+    Reported,
+}
+
+/// What the controller called a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    /// A two-way call.
+    Voip,
+    /// Real-time media flowing one way.
+    Media,
+}
+
+/// A verdict or its release.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub at_ns: u64,
+    /// The conversation, as sent by its initiator (first packet seen).
+    pub key: FlowKey,
+    /// Interface the initiator's packets arrive on (0 in replay).
+    pub ifindex: u32,
+    pub label: Label,
+    pub action: Action,
+    pub reason: String,
+    /// Payload packets per second, both directions together.
+    pub pps: f64,
+    /// Mean payload size over both directions.
+    pub mean_size: f64,
+    /// Seconds from the conversation's first packet to this event.
+    pub duration_s: f64,
+    /// Conversation's first packet.
+    pub first_seen_ns: u64,
+}
+
+/// A change the driver applies to the kernel maps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// List both directions until `entry.expires_ns` (also a refresh).
+    Block { keys: [FlowKey; 2], entry: BlockEntry },
+    /// Take both directions off the blocklist.
+    Unblock { keys: [FlowKey; 2] },
+    /// Forget idle flows.
+    Forget { keys: [FlowKey; 2] },
+}
+
+/// Events and commands produced by one poll.
+#[derive(Debug, Default)]
+pub struct PollOutput {
+    pub events: Vec<Event>,
+    pub commands: Vec<Command>,
+}
+
+#[derive(Clone, Debug)]
+struct DirState {
+    /// Counters at the start of the current window.
+    start: FlowCounters,
+    /// Counters at the latest poll.
+    cur: FlowCounters,
+}
+
+impl DirState {
+    fn fresh(c: &FlowCounters) -> Self {
+        Self { start: FlowCounters::new(c.first_seen_ns, c.ifindex), cur: *c }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ActiveVerdict {
+    label: Label,
+    action: Action,
+    reason: String,
+    pps: f64,
+    mean_size: f64,
+    expires_ns: u64,
+    /// Latest packet time (either direction, dropped ones included) seen.
+    last_activity_ns: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Conv {
+    /// [canonical direction, reverse direction]
+    dirs: [Option<DirState>; 2],
+    win_start_ns: u64,
+    streak: u32,
+    verdict: Option<ActiveVerdict>,
+}
+
+impl Conv {
+    fn last_activity(&self) -> u64 {
+        self.dirs.iter().flatten().map(|d| d.cur.last_seen_ns).max().unwrap_or(0)
+    }
+    fn first_seen(&self) -> u64 {
+        self.dirs.iter().flatten().map(|d| d.cur.first_seen_ns).min().unwrap_or(0)
+    }
+    /// Index of the direction whose first packet came first.
+    fn initiator(&self) -> usize {
+        match &self.dirs {
+            [Some(a), Some(b)] if b.cur.first_seen_ns < a.cur.first_seen_ns => 1,
+            [None, Some(_)] => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// See the module docs.
+pub struct Controller {
+    cfg: Config,
+    classifier: Classifier,
+    convs: HashMap<FlowKey, Conv>,
+}
+
+fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
+    [*canonical, canonical.reversed()]
+}
+
+impl Controller {
+    pub fn new(cfg: Config) -> Self {
+        let classifier = Classifier::new(cfg.thresholds.clone());
+        Self { cfg, classifier, convs: HashMap::new() }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Conversations currently tracked.
+    pub fn conversations(&self) -> usize {
+        self.convs.len()
+    }
+
+    /// Records one direction's counters as read in this poll.
+    pub fn observe(&mut self, key: &FlowKey, c: &FlowCounters) {
+        let canonical = key.canonical();
+        let idx = usize::from(!key.is_canonical());
+        let conv = match self.convs.entry(canonical) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                e.insert(Conv { dirs: [None, None], win_start_ns: c.first_seen_ns, streak: 0, verdict: None })
+            }
+        };
+        match &mut conv.dirs[idx] {
+            Some(d) if d.cur.first_seen_ns == c.first_seen_ns => d.cur = *c,
+            // New direction, or the kernel evicted and recreated the entry:
+            // its counters restarted from zero.
+            slot => *slot = Some(DirState::fresh(c)),
+        }
+    }
+
+    /// Classifies, manages verdicts and evicts idle conversations after a
+    /// poll that ended at `now_ns`.
+    pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
+        let mut out = PollOutput::default();
+        let cfg = &self.cfg;
+        let classifier = &self.classifier;
+        self.convs.retain(|canonical, conv| {
+            let last_activity = conv.last_activity();
+            let window_done = now_ns.saturating_sub(conv.win_start_ns) >= cfg.window_ns;
+            let windows = conv.dirs.each_ref().map(|d| {
+                d.as_ref().map(|d| {
+                    let from = conv.win_start_ns.max(d.cur.first_seen_ns);
+                    let span = now_ns.saturating_sub(from) as f64 / NS_PER_SEC as f64;
+                    DirWindow::between(&d.start, &d.cur, span)
+                })
+            });
+            let dirs = [windows[0].as_ref(), windows[1].as_ref()];
+
+            if let Some(v) = &mut conv.verdict {
+                let active = last_activity > v.last_activity_ns;
+                v.last_activity_ns = v.last_activity_ns.max(last_activity);
+                if now_ns >= v.expires_ns {
+                    let v = conv.verdict.take().expect("checked above");
+                    out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, last_activity));
+                    if v.action == Action::Blocked {
+                        out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
+                    }
+                    conv.streak = 0;
+                } else if active && v.expires_ns - now_ns < cfg.ttl_ns / 2 {
+                    v.expires_ns = now_ns + cfg.ttl_ns;
+                    if v.action == Action::Blocked {
+                        out.commands.push(Command::Block {
+                            keys: dir_keys(canonical),
+                            entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+                        });
+                    }
+                }
+            } else {
+                let proto = canonical.proto;
+                let mut finding = classifier.early(proto, dirs);
+                if finding.is_none() && window_done {
+                    match classifier.judge(proto, dirs) {
+                        WindowJudgement::Media { reason } => {
+                            conv.streak += 1;
+                            if conv.streak >= cfg.thresholds.windows_needed {
+                                finding = Some(Finding::Call { reason });
+                            }
+                        }
+                        WindowJudgement::Other => conv.streak = 0,
+                    }
+                }
+                if let Some(f) = finding {
+                    let (label, reason, blockable) = match f {
+                        Finding::Call { reason } => (Label::Voip, reason, true),
+                        Finding::OneWay { reason, .. } => (Label::Media, reason, cfg.block_one_way),
+                    };
+                    let action =
+                        if cfg.mode == Mode::Block && blockable { Action::Blocked } else { Action::Reported };
+                    let (pps, mean_size) = totals(dirs);
+                    let v = ActiveVerdict {
+                        label,
+                        action,
+                        reason,
+                        pps,
+                        mean_size,
+                        expires_ns: now_ns + cfg.ttl_ns,
+                        last_activity_ns: last_activity,
+                    };
+                    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns));
+                    if action == Action::Blocked {
+                        out.commands.push(Command::Block {
+                            keys: dir_keys(canonical),
+                            entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+                        });
+                    }
+                    conv.verdict = Some(v);
+                }
+            }
+
+            if window_done {
+                for d in conv.dirs.iter_mut().flatten() {
+                    d.start = d.cur;
+                }
+                conv.win_start_ns = now_ns;
+            }
+
+            let idle = now_ns.saturating_sub(last_activity) > cfg.idle_ns;
+            if idle && conv.verdict.is_none() {
+                out.commands.push(Command::Forget { keys: dir_keys(canonical) });
+                return false;
+            }
+            true
+        });
+        out
+    }
+
+    /// Ends every active verdict now (controller shutdown, end of a replay).
+    pub fn release_all(&mut self, now_ns: u64) -> PollOutput {
+        let mut out = PollOutput::default();
+        for (canonical, conv) in &mut self.convs {
+            if let Some(v) = conv.verdict.take() {
+                let last = conv.last_activity();
+                out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, last));
+                if v.action == Action::Blocked {
+                    out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Combined payload rate and mean size of both directions.
+fn totals(dirs: [Option<&DirWindow>; 2]) -> (f64, f64) {
+    let (mut pps, mut packets, mut bytes) = (0.0, 0u64, 0u64);
+    for d in dirs.into_iter().flatten() {
+        pps += d.pps();
+        packets += u64::from(d.packets);
+        bytes += d.bytes;
+    }
+    (pps, if packets > 0 { bytes as f64 / packets as f64 } else { 0.0 })
+}
+
+fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &ActiveVerdict, end_ns: u64) -> Event {
+    let init = conv.initiator();
+    let key = dir_keys(canonical)[init];
+    let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.cur.ifindex);
+    let first_seen_ns = conv.first_seen();
+    Event {
+        kind,
+        at_ns,
+        key,
+        ifindex,
+        label: v.label,
+        action: v.action,
+        reason: v.reason.clone(),
+        pps: v.pps,
+        mean_size: v.mean_size,
+        duration_s: end_ns.saturating_sub(first_seen_ns) as f64 / NS_PER_SEC as f64,
+        first_seen_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use voipdetect_common::{features::update, hints::Hint, parse::Packet};
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn key() -> FlowKey {
+        FlowKey { src: [1; 16], dst: [2; 16], sport: 4000, dport: 5000, proto: 17, family: 6, _pad: [0; 2] }
+    }
+
+    /// Both directions send 172 B every 20 ms while `active(t)`; the
+    /// controller polls every 250 ms until `end_ms`.
+    fn drive(ctl: &mut Controller, end_ms: u64, active: impl Fn(u64) -> bool) -> Vec<(u64, PollOutput)> {
+        let (a, b) = (key(), key().reversed());
+        let mut ca = FlowCounters::new(MS, 3);
+        let mut cb = FlowCounters::new(MS, 4);
+        let mut outs = Vec::new();
+        let mut forgotten = false;
+        let mut t = MS;
+        while t <= end_ms * MS {
+            if t % (20 * MS) == MS && active(t / MS) {
+                for (k, c) in [(a, &mut ca), (b, &mut cb)] {
+                    let p = Packet { key: k, payload_off: 0, payload_len: 172, tcp_flags: 0 };
+                    update(c, &p, Hint::None, t);
+                }
+            }
+            if t % (250 * MS) == 0 {
+                // Forgotten flows are deleted from the kernel map: no longer read.
+                if !forgotten {
+                    ctl.observe(&a, &ca);
+                    ctl.observe(&b, &cb);
+                }
+                let out = ctl.finish_poll(t);
+                forgotten |= out.commands.iter().any(|c| matches!(c, Command::Forget { .. }));
+                outs.push((t / MS, out));
+            }
+            t += MS;
+        }
+        outs
+    }
+
+    fn cfg(mode: Mode) -> Config {
+        Config { mode, ttl_ns: 4_000 * MS, idle_ns: 3_000 * MS, ..Default::default() }
+    }
+
+    #[test]
+    fn block_mode_lists_both_directions_refreshes_and_releases() {
+        let mut ctl = Controller::new(cfg(Mode::Block));
+        let outs = drive(&mut ctl, 20_000, |t| t < 8_000);
+        let mut verdicts = Vec::new();
+        let mut blocks = Vec::new();
+        let mut releases = Vec::new();
+        let mut unblocks = Vec::new();
+        let mut forgets = Vec::new();
+        for (t, o) in &outs {
+            for e in &o.events {
+                match e.kind {
+                    EventKind::Verdict => verdicts.push((*t, e.clone())),
+                    EventKind::Release => releases.push((*t, e.clone())),
+                }
+            }
+            for c in &o.commands {
+                match c {
+                    Command::Block { keys, entry } => blocks.push((*t, *keys, *entry)),
+                    Command::Unblock { keys } => unblocks.push((*t, *keys)),
+                    Command::Forget { keys } => forgets.push((*t, *keys)),
+                }
+            }
+        }
+        assert_eq!(verdicts.len(), 1);
+        let (vt, v) = &verdicts[0];
+        assert!(*vt <= 2_500, "verdict at {vt} ms");
+        assert_eq!((v.label, v.action), (Label::Voip, Action::Blocked));
+        assert!(v.reason.contains("50 pps each way") && v.reason.contains("20 ms"), "{}", v.reason);
+        // Both directions, with the TTL.
+        let (bt, keys, entry) = blocks[0];
+        assert_eq!(bt, *vt);
+        assert_eq!(keys, [key().canonical(), key().canonical().reversed()]);
+        assert_eq!(entry.expires_ns, bt * MS + 4_000 * MS);
+        // Refreshed while the call lasts, not after.
+        assert!(blocks.len() >= 3, "{blocks:?}");
+        assert!(blocks.iter().all(|(t, ..)| *t <= 8_250));
+        // Released when the last refresh expires, then forgotten when idle.
+        let last_expiry = blocks.last().unwrap().2.expires_ns / MS;
+        assert_eq!(releases.len(), 1);
+        assert_eq!(unblocks.len(), 1);
+        assert!(releases[0].0 >= last_expiry && releases[0].0 < last_expiry + 250, "{releases:?}");
+        assert!((releases[0].1.duration_s - 8.0).abs() < 0.1, "{}", releases[0].1.duration_s);
+        assert_eq!(forgets.len(), 1);
+        assert!(forgets[0].0 > releases[0].0);
+        assert_eq!(ctl.conversations(), 0);
+    }
+
+    #[test]
+    fn monitor_mode_reports_without_commands() {
+        let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let outs = drive(&mut ctl, 6_000, |_| true);
+        let events: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].action, Action::Reported);
+        assert!(outs.iter().all(|(_, o)| o.commands.iter().all(|c| matches!(c, Command::Forget { .. }))));
+    }
+
+    #[test]
+    fn a_recreated_kernel_entry_restarts_its_window() {
+        let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let mut c = FlowCounters::new(MS, 1);
+        c.packets = 1_000_000;
+        c.bytes = 1 << 40;
+        ctl.observe(&key(), &c);
+        let fresh = FlowCounters::new(2 * MS, 1);
+        ctl.observe(&key(), &fresh);
+        let out = ctl.finish_poll(1_500 * MS);
+        assert!(out.events.is_empty());
+    }
+}

@@ -1,0 +1,16 @@
+//! voipdetect's controller library: the loader, the classifier and the
+//! drivers shared by the binary, the tests and the benchmarks.
+pub mod classifier;
+pub mod controller;
+pub mod datapath;
+pub mod report;
+pub mod run;
+pub mod window;
+pub mod lab;
+pub mod traffic;
+pub mod demo;
+pub mod engine;
+pub mod synth;
+#[cfg(test)]
+mod testutil;
+pub mod frames;

@@ -1,0 +1,57 @@
+//! voipdetect's own traffic generator, shared by the demo, the tests and
+//! the benchmarks. [`pattern`] describes flows as schedules of payloads (a
+//! 20 ms RTP call, audio over TCP, a bulk transfer, a DNS burst, a game);
+//! [`live`] plays them through real sockets between the lab's namespaces.
+
+pub mod live;
+pub mod pattern;
+
+use std::time::Duration;
+
+/// How a flow is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// One payload and when to send it, relative to the flow's start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub at: Duration,
+    pub payload: Vec<u8>,
+}
+
+/// A conversation between the lab's client and server.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub name: String,
+    pub transport: Transport,
+    pub ipv6: bool,
+    pub client_port: u16,
+    pub server_port: u16,
+    /// Client to server.
+    pub up: Vec<Frame>,
+    /// Server to client.
+    pub down: Vec<Frame>,
+    /// TCP only: bytes the client writes as fast as it can (a bulk transfer).
+    pub bulk_bytes: u64,
+    /// What a correct classifier says about it.
+    pub is_call: bool,
+}
+
+impl Flow {
+    /// Time of the last scheduled frame.
+    pub fn span(&self) -> Duration {
+        self.up.iter().chain(&self.down).map(|f| f.at).max().unwrap_or_default()
+    }
+}

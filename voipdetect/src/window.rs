@@ -1,0 +1,133 @@
+//! What one direction did during a window: the difference of two counter
+//! snapshots, and the shape measures the classifier reads from it.
+
+use voipdetect_common::{
+    FlowCounters,
+    features::{CADENCE_BUCKETS, IAT_BUCKETS, SIZE_BUCKETS},
+};
+
+/// One direction's activity between two polls of its counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DirWindow {
+    /// Seconds the window covers for this direction.
+    pub span_s: f64,
+    pub packets: u32,
+    pub bytes: u64,
+    pub empty: u32,
+    pub dropped: u32,
+    pub iat: [u32; IAT_BUCKETS],
+    pub size: [u32; SIZE_BUCKETS],
+    pub rtp_ok: u32,
+    pub rtcp: u32,
+    pub stun: u32,
+    pub dtls: u32,
+    pub framed: u32,
+    /// Latest RTP SSRC and timestamp step seen (not differences).
+    pub rtp_ssrc: u32,
+    pub rtp_ts_step: u32,
+}
+
+fn d16(a: u16, b: u16) -> u32 {
+    u32::from(b.wrapping_sub(a))
+}
+
+impl DirWindow {
+    /// Activity from `start` to `end` over `span_s` seconds. Counters are
+    /// differenced with wrap-around (see `FlowCounters`).
+    pub fn between(start: &FlowCounters, end: &FlowCounters, span_s: f64) -> Self {
+        let mut iat = [0; IAT_BUCKETS];
+        for (i, v) in iat.iter_mut().enumerate() {
+            *v = d16(start.iat_hist[i], end.iat_hist[i]);
+        }
+        let mut size = [0; SIZE_BUCKETS];
+        for (i, v) in size.iter_mut().enumerate() {
+            *v = d16(start.size_hist[i], end.size_hist[i]);
+        }
+        Self {
+            span_s,
+            packets: end.packets.wrapping_sub(start.packets),
+            bytes: end.bytes.wrapping_sub(start.bytes),
+            empty: end.empty.wrapping_sub(start.empty),
+            dropped: end.dropped.wrapping_sub(start.dropped),
+            iat,
+            size,
+            rtp_ok: d16(start.rtp_ok, end.rtp_ok),
+            rtcp: d16(start.rtcp, end.rtcp),
+            stun: d16(start.stun, end.stun),
+            dtls: d16(start.dtls, end.dtls),
+            framed: d16(start.framed, end.framed),
+            rtp_ssrc: end.rtp_ssrc,
+            rtp_ts_step: u32::from(end.rtp_ts_step),
+        }
+    }
+
+    /// Payload packets per second.
+    pub fn pps(&self) -> f64 {
+        if self.span_s > 0.0 { f64::from(self.packets) / self.span_s } else { 0.0 }
+    }
+
+    /// Mean payload size in bytes.
+    pub fn mean_size(&self) -> f64 {
+        if self.packets > 0 { self.bytes as f64 / f64::from(self.packets) } else { 0.0 }
+    }
+
+    /// Gaps counted in the window.
+    pub fn gaps(&self) -> u32 {
+        self.iat.iter().sum()
+    }
+
+    /// The voice packetisation (ms) most gaps fall into, and the share of
+    /// gaps that do. `None` when no gap was seen.
+    pub fn cadence(&self) -> Option<(u32, f64)> {
+        let total = self.gaps();
+        if total == 0 {
+            return None;
+        }
+        CADENCE_BUCKETS
+            .iter()
+            .map(|&(ms, b)| (ms, self.iat[b]))
+            .max_by_key(|&(_, n)| n)
+            .map(|(ms, n)| (ms, f64::from(n) / f64::from(total)))
+    }
+
+    /// Share of gaps in bucket `b`.
+    pub fn gap_share(&self, b: usize) -> f64 {
+        let total = self.gaps();
+        if total == 0 { 0.0 } else { f64::from(self.iat[b]) / f64::from(total) }
+    }
+
+    /// Share of packets in the two adjacent size buckets holding the most:
+    /// 1.0 for a constant-size stream, low when sizes spread out. Two
+    /// buckets, so a variable-bitrate codec straddling an edge still counts
+    /// as steady.
+    pub fn size_stability(&self) -> f64 {
+        if self.packets == 0 {
+            return 0.0;
+        }
+        let best = self.size.windows(2).map(|w| w[0] + w[1]).max().unwrap_or(0);
+        f64::from(best) / f64::from(self.packets)
+    }
+
+    /// Adds another window of the same direction (used to look at more
+    /// than one window at once).
+    pub fn merge(&mut self, o: &DirWindow) {
+        self.span_s += o.span_s;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.empty += o.empty;
+        self.dropped += o.dropped;
+        for (a, b) in self.iat.iter_mut().zip(o.iat) {
+            *a += b;
+        }
+        for (a, b) in self.size.iter_mut().zip(o.size) {
+            *a += b;
+        }
+        self.rtp_ok += o.rtp_ok;
+        self.rtcp += o.rtcp;
+        self.stun += o.stun;
+        self.dtls += o.dtls;
+        self.framed += o.framed;
+        self.rtp_ssrc = o.rtp_ssrc;
+        self.rtp_ts_step = o.rtp_ts_step;
+    }
+}

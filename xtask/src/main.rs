@@ -1,0 +1,161 @@
+//! Project tasks: `cargo xtask <task>`. Every task first makes sure the
+//! toolchain pieces and Debian packages it needs are there, installing
+//! only what is missing, so a fresh machine needs nothing done by hand.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "voipdetect project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (nightly rust-src, bpf-linker, Debian packages).
+    Setup,
+    /// Build the XDP program and the controller.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run the controller: `cargo xtask run -- --iface IF [run flags]`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run the demo on the built-in lab network.
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test tier: lint, unit tests, BPF_PROG_TEST_RUN fixtures, namespace end-to-end tests.
+    Test,
+    /// clippy on the userspace crates and on the eBPF crate (its own target).
+    Clippy,
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// Runs a command in the workspace root, failing if it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(root());
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build(release: bool) -> anyhow::Result<PathBuf> {
+    setup::toolchain()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "voipdetect"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(target_dir().join(if release { "release" } else { "debug" }).join("voipdetect"))
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").is_ok_and(|u| u == "root") || std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    })
+}
+
+fn clippy() -> anyhow::Result<()> {
+    setup::toolchain()?;
+    println!("xtask: clippy (userspace)");
+    run(cargo().args(["clippy", "--workspace", "--exclude", "voipdetect-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    println!("xtask: clippy (eBPF, nightly, bpfel-unknown-none)");
+    run(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "voipdetect-ebpf",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test() -> anyhow::Result<()> {
+    setup::toolchain()?;
+    setup::packages(setup::TEST_PACKAGES)?;
+    clippy()?;
+    println!("xtask: tier 1, unit tests (no root)");
+    run(cargo().args(["test", "--workspace", "--exclude", "voipdetect-ebpf", "--exclude", "voipdetect-tests"]))?;
+    if !is_root() {
+        bail!(
+            "tiers 2 and 3 (BPF_PROG_TEST_RUN fixtures, namespace end-to-end tests) need root: \
+             they load XDP programs and create network namespaces. Run `cargo xtask test` as root."
+        );
+    }
+    let bin = build(false)?;
+    println!("xtask: tier 2, packet fixtures through BPF_PROG_TEST_RUN (root)");
+    run(cargo().args(["test", "--package", "voipdetect-tests", "--test", "fixtures"]).env("VOIPDETECT_BIN", &bin))?;
+    println!("xtask: tier 3, end to end in network namespaces (root)");
+    run(cargo()
+        .args(["test", "--package", "voipdetect-tests", "--test", "lab", "--", "--test-threads=1"])
+        .env("VOIPDETECT_BIN", &bin))?;
+    println!("xtask: all test tiers passed");
+    Ok(())
+}
+
+fn exec(bin: &Path, args: &[String]) -> anyhow::Result<()> {
+    run(Command::new(bin).args(args))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::toolchain().and_then(|()| setup::packages(setup::TEST_PACKAGES)),
+        Task::Build { release } => build(release).map(drop),
+        Task::Run { args } => build(true).and_then(|bin| {
+            let mut full = vec!["run".to_owned()];
+            full.extend(args);
+            exec(&bin, &full)
+        }),
+        Task::Demo { args } => setup::packages(setup::DEMO_PACKAGES).and_then(|()| build(false)).and_then(|bin| {
+            let mut full = vec!["demo".to_owned()];
+            full.extend(args);
+            exec(&bin, &full)
+        }),
+        Task::Test => test(),
+        Task::Clippy => clippy(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
