@@ -377,13 +377,13 @@ mod tests {
         let mut forgotten = false;
         let mut t = MS;
         while t <= end_ms * MS {
-            if t % (20 * MS) == MS && active(t / MS) {
+            if (t - MS).is_multiple_of(20 * MS) && active(t / MS) {
                 for (k, c) in [(a, &mut ca), (b, &mut cb)] {
                     let p = Packet { key: k, payload_off: 0, payload_len: 172, tcp_flags: 0 };
                     update(c, &p, Hint::None, t);
                 }
             }
-            if t % (250 * MS) == 0 {
+            if t.is_multiple_of(250 * MS) {
                 // Forgotten flows are deleted from the kernel map: no longer read.
                 if !forgotten {
                     ctl.observe(&a, &ca);
