@@ -13,11 +13,29 @@ use voipdetect_common::{
     parse::{Bytes, Packet},
 };
 
-use crate::controller::{Config, Controller, Event};
+use crate::controller::{Command, Config, Controller, Event, EventKind, Label};
+
+/// What a replay reports about one conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvSummary {
+    /// The initiating direction (its first packet came first).
+    pub key: FlowKey,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// All tracked packets (with and without payload), both directions.
+    pub packets: u64,
+    /// Transport payload bytes, both directions.
+    pub bytes: u64,
+    /// Capture time of the first verdict.
+    pub detected_at_ns: Option<u64>,
+    pub label: Option<Label>,
+    pub reason: Option<String>,
+}
 
 /// Offline flow table plus controller.
 pub struct Engine {
     flows: HashMap<FlowKey, FlowCounters>,
+    summaries: HashMap<FlowKey, ConvSummary>,
     ctl: Controller,
     poll_ns: u64,
     next_poll_ns: Option<u64>,
@@ -32,6 +50,7 @@ impl Engine {
     pub fn new(cfg: Config, poll_ns: u64) -> Self {
         Self {
             flows: HashMap::new(),
+            summaries: HashMap::new(),
             ctl: Controller::new(cfg),
             poll_ns: poll_ns.max(1),
             next_poll_ns: None,
@@ -41,13 +60,19 @@ impl Engine {
         }
     }
 
-    /// Runs the polls due before `ts_ns`.
+    /// Runs the polls due before `ts_ns`. Across a long silence (captures
+    /// can jump years) it polls only until every timer has had its turn,
+    /// then skips to the poll just before `ts_ns`.
     fn advance(&mut self, ts_ns: u64) {
-        let next = *self.next_poll_ns.get_or_insert(ts_ns + self.poll_ns);
-        let mut next = next;
+        let cfg = self.ctl.config();
+        let quiet = cfg.window_ns + cfg.ttl_ns.max(cfg.idle_ns) + 2 * self.poll_ns;
+        let mut next = *self.next_poll_ns.get_or_insert(ts_ns + self.poll_ns);
         while next <= ts_ns {
             self.poll(next);
             next += self.poll_ns;
+            if next > self.last_ns + quiet && next + self.poll_ns <= ts_ns {
+                next = ts_ns - (ts_ns - next) % self.poll_ns;
+            }
         }
         self.next_poll_ns = Some(next);
         self.last_ns = self.last_ns.max(ts_ns);
@@ -59,13 +84,63 @@ impl Engine {
         }
         let out = self.ctl.finish_poll(now_ns);
         for cmd in &out.commands {
-            if let crate::controller::Command::Forget { keys } = cmd {
+            if let Command::Forget { keys } = cmd {
                 for k in keys {
-                    self.flows.remove(k);
+                    if let Some(c) = self.flows.remove(k) {
+                        self.summarise(k, &c);
+                    }
                 }
             }
         }
-        self.events.extend(out.events);
+        self.record(out.events);
+    }
+
+    fn record(&mut self, events: Vec<Event>) {
+        for e in &events {
+            if e.kind != EventKind::Verdict {
+                continue;
+            }
+            let s = self.summaries.entry(e.key.canonical()).or_insert_with(|| ConvSummary {
+                key: e.key,
+                first_seen_ns: e.first_seen_ns,
+                last_seen_ns: e.first_seen_ns,
+                packets: 0,
+                bytes: 0,
+                detected_at_ns: None,
+                label: None,
+                reason: None,
+            });
+            if s.detected_at_ns.is_none() {
+                s.detected_at_ns = Some(e.at_ns);
+                s.label = Some(e.label);
+                s.reason = Some(e.reason.clone());
+                s.key = e.key;
+            }
+        }
+        self.events.extend(events);
+    }
+
+    /// Folds one direction's counters into its conversation's summary.
+    fn summarise(&mut self, k: &FlowKey, c: &FlowCounters) {
+        let s = self.summaries.entry(k.canonical()).or_insert_with(|| ConvSummary {
+            key: *k,
+            first_seen_ns: c.first_seen_ns,
+            last_seen_ns: c.last_seen_ns,
+            packets: 0,
+            bytes: 0,
+            detected_at_ns: None,
+            label: None,
+            reason: None,
+        });
+        if c.first_seen_ns < s.first_seen_ns {
+            s.first_seen_ns = c.first_seen_ns;
+            if s.detected_at_ns.is_none() {
+                s.key = *k;
+            }
+        }
+        s.last_seen_ns = s.last_seen_ns.max(c.last_seen_ns);
+        s.packets += u64::from(c.packets) + u64::from(c.empty) + u64::from(c.dropped);
+        s.bytes += c.bytes;
     }
 
     /// One packet parsed by `parse` from `bytes`, seen at `ts_ns`.
@@ -92,7 +167,20 @@ impl Engine {
         let end = self.last_ns + self.poll_ns;
         self.advance(end);
         let out = self.ctl.release_all(end);
-        self.events.extend(out.events);
+        self.record(out.events);
+        let flows = std::mem::take(&mut self.flows);
+        for (k, c) in &flows {
+            self.summarise(k, c);
+        }
+        self.flows = flows;
+    }
+
+    /// One summary per conversation seen, by first packet time. Call after
+    /// [`Engine::finish`].
+    pub fn summaries(&self) -> Vec<ConvSummary> {
+        let mut v: Vec<_> = self.summaries.values().cloned().collect();
+        v.sort_by_key(|s| (s.first_seen_ns, s.key));
+        v
     }
 
     /// The direction-flows seen (those not forgotten as idle).

@@ -1,8 +1,10 @@
 //! voipdetect's controller library: the loader, the classifier and the
 //! drivers shared by the binary, the tests and the benchmarks.
+pub mod capture;
 pub mod classifier;
 pub mod controller;
 pub mod datapath;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod window;

@@ -23,6 +23,14 @@ struct Cli {
 enum Cmd {
     /// Attach to interfaces and detect (and optionally block) calls until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Run captures (pcap, pcapng) through the same detection, one JSON line per conversation.
+    Replay {
+        /// Capture files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        detect: DetectArgs,
+    },
     /// Build the lab network in namespaces, run calls and look-alikes through a blocking gateway, report, clean up.
     Demo {
         /// How long the flows run.
@@ -36,15 +44,10 @@ fn duration(s: &str) -> Result<Duration, String> {
     if d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
 }
 
+/// Settings the live and the offline driver share.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// Interface to attach to; repeat for each side of a gateway.
-    #[arg(long = "iface", required = true, value_name = "IF")]
-    ifaces: Vec<String>,
-    /// monitor: report calls; block: also drop them.
-    #[arg(long, value_enum, default_value_t = Mode::Monitor)]
-    mode: Mode,
-    /// How often the flow map is read.
+struct DetectArgs {
+    /// How often the flow map is read (replay: on the capture's clock).
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = duration)]
     poll_interval: Duration,
     /// Classification window.
@@ -56,6 +59,31 @@ struct RunArgs {
     /// Forget conversations idle this long.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     idle_timeout: Duration,
+}
+
+impl DetectArgs {
+    fn config(&self, mode: Mode, block_one_way: bool) -> controller::Config {
+        controller::Config {
+            mode,
+            window_ns: ns(self.window),
+            ttl_ns: ns(self.ttl),
+            idle_ns: ns(self.idle_timeout).max(NS_PER_SEC),
+            block_one_way,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Interface to attach to; repeat for each side of a gateway.
+    #[arg(long = "iface", required = true, value_name = "IF")]
+    ifaces: Vec<String>,
+    /// monitor: report calls; block: also drop them.
+    #[arg(long, value_enum, default_value_t = Mode::Monitor)]
+    mode: Mode,
+    #[command(flatten)]
+    detect: DetectArgs,
     /// Also block media flowing one way only (music on hold, broadcast legs).
     #[arg(long)]
     block_one_way: bool,
@@ -107,25 +135,19 @@ fn main() -> ExitCode {
         Cmd::Run(a) => {
             let opts = RunOptions {
                 ifaces: a.ifaces,
-                poll_interval: a.poll_interval,
+                poll_interval: a.detect.poll_interval,
                 json: a.json,
                 load: LoadOptions {
                     flow_entries: a.flow_entries,
                     block_entries: a.block_entries,
                     kernel_debug_log: debug,
                 },
-                controller: controller::Config {
-                    mode: a.mode,
-                    window_ns: ns(a.window),
-                    ttl_ns: ns(a.ttl),
-                    idle_ns: ns(a.idle_timeout).max(NS_PER_SEC),
-                    block_one_way: a.block_one_way,
-                    ..Default::default()
-                },
+                controller: a.detect.config(a.mode, a.block_one_way),
                 duration: a.duration,
             };
             tokio_main(run(opts))
         }
+        Cmd::Replay { files, detect } => replay(&files, &detect),
         Cmd::Demo { seconds } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|binary| voipdetect::demo::demo(&voipdetect::demo::DemoOptions { seconds, binary, run_args: vec![] }))
@@ -138,6 +160,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Replays every file; a file that cannot be read to its end is reported
+/// (with the offset) after the conversations before the failure.
+fn replay(files: &[std::path::PathBuf], detect: &DetectArgs) -> anyhow::Result<()> {
+    let cfg = detect.config(Mode::Monitor, false);
+    let mut out = std::io::stdout().lock();
+    let mut failed = Vec::new();
+    for f in files {
+        match voipdetect::replay::replay_file(f, &cfg, ns(detect.poll_interval), &mut out) {
+            Ok(None) => {}
+            Ok(Some(e)) => failed.push(format!("{}: {e}", f.display())),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    match failed.as_slice() {
+        [] => Ok(()),
+        [one] => Err(anyhow::anyhow!("{one}")),
+        many => Err(anyhow::anyhow!("{} files failed: {}", many.len(), many.join("; "))),
     }
 }
 
