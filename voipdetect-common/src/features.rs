@@ -3,7 +3,11 @@
 //! `voipdetect replay` calls it on an in-memory entry with the capture's
 //! timestamps, so both drivers produce identical counters.
 
-use crate::{flow::FlowCounters, hints::Hint, parse::Packet};
+use crate::{
+    flow::FlowCounters,
+    hints::{Hint, Rtp},
+    parse::Packet,
+};
 
 /// Inter-arrival buckets between payload packets of one direction.
 pub const IAT_BUCKETS: usize = 10;
@@ -152,10 +156,10 @@ pub fn update(c: &mut FlowCounters, pkt: &Packet, hint: Hint, now_ns: u64) {
 
     match hint {
         Hint::None => {}
-        Hint::Rtp(r) => rtp_continuity(c, r.ssrc, r.seq, r.ts),
+        Hint::Rtp(r) => rtp_continuity(c, &r),
         Hint::FramedRtp(r) => {
             bump(&mut c.framed);
-            rtp_continuity(c, r.ssrc, r.seq, r.ts);
+            rtp_continuity(c, &r);
         }
         Hint::Rtcp => bump(&mut c.rtcp),
         Hint::Stun => bump(&mut c.stun),
@@ -165,27 +169,25 @@ pub fn update(c: &mut FlowCounters, pkt: &Packet, hint: Hint, now_ns: u64) {
 
 /// Counts a packet that continues the previous RTP header's stream.
 #[inline(always)]
-fn rtp_continuity(c: &mut FlowCounters, ssrc: u32, seq: u16, ts: u32) {
-    let dseq = seq.wrapping_sub(c.rtp_seq);
-    let dts = ts.wrapping_sub(c.rtp_ts);
-    if ssrc == c.rtp_ssrc && (1..=RTP_MAX_SEQ_STEP).contains(&dseq) && dts <= RTP_MAX_TS_STEP {
+fn rtp_continuity(c: &mut FlowCounters, r: &Rtp) {
+    let dseq = r.seq.wrapping_sub(c.rtp_seq);
+    let dts = r.ts.wrapping_sub(c.rtp_ts);
+    if r.ssrc == c.rtp_ssrc && r.pt == c.rtp_pt && (1..=RTP_MAX_SEQ_STEP).contains(&dseq) && dts <= RTP_MAX_TS_STEP {
         bump(&mut c.rtp_ok);
         if dseq == 1 && dts != 0 {
             c.rtp_ts_step = if dts > u16::MAX as u32 { u16::MAX } else { dts as u16 };
         }
     }
-    c.rtp_ssrc = ssrc;
-    c.rtp_seq = seq;
-    c.rtp_ts = ts;
+    c.rtp_ssrc = r.ssrc;
+    c.rtp_seq = r.seq;
+    c.rtp_ts = r.ts;
+    c.rtp_pt = r.pt;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        flow::FlowKey,
-        hints::Rtp,
-    };
+    use crate::flow::FlowKey;
 
     const MS: u64 = 1_000_000;
 
@@ -246,7 +248,7 @@ mod tests {
         let mut t = 0;
         let mut send = |c: &mut FlowCounters, ssrc, seq, ts| {
             t += 20 * MS;
-            update(c, &pkt(172), Hint::Rtp(Rtp { ssrc, seq, ts }), t);
+            update(c, &pkt(172), Hint::Rtp(Rtp { ssrc, seq, ts, pt: 0 }), t);
         };
         send(&mut c, 9, 65534, 1000);
         send(&mut c, 9, 65535, 1160);

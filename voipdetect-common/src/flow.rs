@@ -106,8 +106,8 @@ pub struct FlowCounters {
     pub rtp_seq: u16,
     /// RTP timestamp step of the latest in-sequence packet (saturates).
     pub rtp_ts_step: u16,
-    /// Packets that continued an RTP stream: same SSRC, sequence +1..+4,
-    /// timestamp moved forward by less than a second at 90 kHz.
+    /// Packets that continued an RTP stream: same SSRC and payload type,
+    /// sequence +1..+4, timestamp moved forward by at most a second at 90 kHz.
     pub rtp_ok: u16,
     /// Inter-arrival gaps between payload packets, by [`crate::features::iat_bucket`].
     pub iat_hist: [u16; IAT_BUCKETS],
@@ -122,11 +122,40 @@ pub struct FlowCounters {
     /// Media framed in another layer: RTP in TURN ChannelData or in an
     /// RFC 4571 length-prefixed TCP stream.
     pub framed: u16,
-    pub _pad: [u8; 6],
+    /// Payload type of the last RTP header (marker bit cleared).
+    pub rtp_pt: u8,
+    pub _pad: [u8; 5],
 }
 const _: () = assert!(size_of::<FlowCounters>() == 120);
 
 impl FlowCounters {
+    /// All zero: the value a new map entry is created from.
+    pub const ZERO: Self = Self {
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        bytes: 0,
+        blocked_until_ns: 0,
+        packets: 0,
+        empty: 0,
+        dropped: 0,
+        verdict_gen: 0,
+        last_data_ticks: 0,
+        rtp_ssrc: 0,
+        rtp_ts: 0,
+        ifindex: 0,
+        rtp_seq: 0,
+        rtp_ts_step: 0,
+        rtp_ok: 0,
+        iat_hist: [0; IAT_BUCKETS],
+        size_hist: [0; SIZE_BUCKETS],
+        stun: 0,
+        rtcp: 0,
+        dtls: 0,
+        framed: 0,
+        rtp_pt: 0,
+        _pad: [0; 5],
+    };
+
     /// A fresh entry for a flow first seen at `now_ns` on `ifindex`.
     #[inline(always)]
     pub fn new(now_ns: u64, ifindex: u32) -> Self {

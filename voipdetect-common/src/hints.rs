@@ -18,6 +18,8 @@ pub struct Rtp {
     pub ssrc: u32,
     pub seq: u16,
     pub ts: u32,
+    /// Payload type, marker bit cleared.
+    pub pt: u8,
 }
 
 /// What a payload's first bytes look like.
@@ -56,6 +58,7 @@ pub fn rtp_header(h: &[u8; 12], len: u32) -> Option<Rtp> {
         return None;
     }
     Some(Rtp {
+        pt: h[1] & 0x7f,
         seq: u16::from_be_bytes([h[2], h[3]]),
         ts: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
         ssrc: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
@@ -198,7 +201,7 @@ mod tests {
     #[test]
     fn rtp_and_rtcp() {
         let p = rtp(0, 7, 160, 0xdead_beef, 160);
-        assert_eq!(udp(&p), Hint::Rtp(Rtp { ssrc: 0xdead_beef, seq: 7, ts: 160 }));
+        assert_eq!(udp(&p), Hint::Rtp(Rtp { ssrc: 0xdead_beef, seq: 7, ts: 160, pt: 0 }));
         // RTCP receiver report: PT 201, length 1 word after the header.
         let rr = [0x81, 201, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2];
         assert_eq!(udp(&rr), Hint::Rtcp);
@@ -223,7 +226,7 @@ mod tests {
         let mut chan = Vec::from([0x40, 0x01]);
         chan.extend_from_slice(&(inner.len() as u16).to_be_bytes());
         chan.extend_from_slice(&inner);
-        assert_eq!(udp(&chan), Hint::FramedRtp(Rtp { ssrc: 42, seq: 9, ts: 960 }));
+        assert_eq!(udp(&chan), Hint::FramedRtp(Rtp { ssrc: 42, seq: 9, ts: 960, pt: 111 }));
     }
 
     #[test]
@@ -240,7 +243,7 @@ mod tests {
         let inner = rtp(0, 3, 240, 5, 240);
         let mut seg = (inner.len() as u16).to_be_bytes().to_vec();
         seg.extend_from_slice(&inner);
-        assert_eq!(inspect(seg.as_slice(), &pkt(PROTO_TCP, &seg)), Hint::FramedRtp(Rtp { ssrc: 5, seq: 3, ts: 240 }));
+        assert_eq!(inspect(seg.as_slice(), &pkt(PROTO_TCP, &seg)), Hint::FramedRtp(Rtp { ssrc: 5, seq: 3, ts: 240, pt: 0 }));
         // Without the prefix a TCP segment is not checked for RTP.
         assert_eq!(inspect(inner.as_slice(), &pkt(PROTO_TCP, &inner)), Hint::None);
     }

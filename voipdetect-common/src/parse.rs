@@ -7,7 +7,9 @@
 //! with up to [`MAX_IPV6_EXT`] extension headers (hop-by-hop, routing,
 //! fragment, destination options, AH); TCP and UDP. Lengths come from the IP
 //! and transport headers, never from the frame, so Ethernet padding and
-//! capture snap lengths do not change what is counted. Everything else is an
+//! capture snap lengths do not change what is counted. GTP-U (the mobile
+//! core's user-plane tunnel) is opened once: the inner packet is the flow.
+//! Everything else is an
 //! `Err(Stat)` naming why the packet was not tracked; the caller passes it.
 
 use crate::{
@@ -19,6 +21,11 @@ use crate::{
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers walked before giving up ([`Stat::Ipv6ExtTooDeep`]).
 pub const MAX_IPV6_EXT: usize = 4;
+
+/// GTP-U's UDP port (3GPP TS 29.281 §4.4.2.3).
+pub const GTPU_PORT: u16 = 2152;
+/// GTP-U extension headers walked before giving up on the tunnel.
+pub const MAX_GTP_EXT: usize = 2;
 
 /// EtherTypes (IEEE 802 numbers).
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -96,7 +103,72 @@ pub fn parse_ethernet<B: Bytes + ?Sized>(b: &B) -> Result<Packet, Stat> {
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Stat::VlanTooDeep);
     }
-    parse_ip(b, off, ethertype)
+    parse_tunnelled(b, off, ethertype)
+}
+
+/// [`parse_ip`], then into a GTP-U tunnel if the packet is one.
+#[inline(always)]
+pub fn parse_tunnelled<B: Bytes + ?Sized>(b: &B, off: usize, ethertype: u16) -> Result<Packet, Stat> {
+    // One call site of parse_ip in a two-round loop rather than two calls:
+    // the XDP program's stack has room for only one copy of its locals.
+    let (mut off, mut ethertype) = (off, ethertype);
+    let mut tunnel = true;
+    loop {
+        let pkt = parse_ip(b, off, ethertype)?;
+        match gtp_payload(b, &pkt) {
+            Some((inner_off, inner_type)) if tunnel => {
+                off = inner_off;
+                ethertype = inner_type;
+                tunnel = false;
+            }
+            _ => return Ok(pkt),
+        }
+    }
+}
+
+/// Where the inner IP packet of a GTP-U G-PDU starts, and its EtherType.
+/// `None` when `outer` is not one (then the outer flow is tracked).
+#[inline(always)]
+fn gtp_payload<B: Bytes + ?Sized>(b: &B, outer: &Packet) -> Option<(usize, u16)> {
+    let k = &outer.key;
+    if k.proto != PROTO_UDP || (k.sport != GTPU_PORT && k.dport != GTPU_PORT) {
+        return None;
+    }
+    // TS 29.281 §5.1: version 1, protocol type GTP (0x30), message G-PDU (255).
+    let h: [u8; 8] = b.load(outer.payload_off)?;
+    if h[0] & 0xf0 != 0x30 || h[1] != 0xff {
+        return None;
+    }
+    let mut off = outer.payload_off + 8;
+    if h[0] & 0x07 != 0 {
+        // Sequence number, N-PDU number and next extension type follow.
+        let opt: [u8; 4] = b.load(off)?;
+        off += 4;
+        let mut next = if h[0] & 0x04 != 0 { opt[3] } else { 0 };
+        for _ in 0..MAX_GTP_EXT {
+            if next == 0 {
+                break;
+            }
+            // §5.2: length in 4-octet units; the last octet names the next type.
+            let len: [u8; 1] = b.load(off)?;
+            let len = usize::from(len[0]) * 4;
+            if len == 0 {
+                return None;
+            }
+            let last: [u8; 1] = b.load(off + len - 1)?;
+            next = last[0];
+            off += len;
+        }
+        if next != 0 {
+            return None;
+        }
+    }
+    let v: [u8; 1] = b.load(off)?;
+    match v[0] >> 4 {
+        4 => Some((off, ETH_P_IPV4)),
+        6 => Some((off, ETH_P_IPV6)),
+        _ => None,
+    }
 }
 
 /// Parses an IP packet starting at `off`, its version given by `ethertype`.
@@ -245,6 +317,24 @@ mod tests {
 
     fn parse(f: &[u8]) -> Result<Packet, Stat> {
         parse_ethernet(f)
+    }
+
+    #[test]
+    fn gtp_u_tunnel_is_opened() {
+        let inner = udp4(&[5; 40]);
+        let inner_ip = &inner[14..];
+        let mut gtp = vec![0x32, 0xff];
+        gtp.extend_from_slice(&((inner_ip.len() + 4) as u16).to_be_bytes());
+        gtp.extend_from_slice(&[0, 0, 0, 1, 0, 7, 0, 0]);
+        gtp.extend_from_slice(inner_ip);
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(GTPU_PORT, GTPU_PORT).write(&mut f, &gtp).unwrap();
+        let p = parse(&f).unwrap();
+        assert_eq!((&p.key.src[..4], p.key.dport, p.payload_len), (&A4[..], 5004, 40));
+        // Not a G-PDU: the outer flow is what is tracked.
+        let off = 14 + 20 + 8 + 1;
+        f[off] = 0x01;
+        assert_eq!(parse(&f).unwrap().key.dport, GTPU_PORT);
     }
 
     #[test]

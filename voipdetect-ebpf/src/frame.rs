@@ -19,7 +19,10 @@ impl Frame {
 impl Bytes for Frame {
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        let p = self.start + off;
+        // Hide how `off` was computed: otherwise LLVM may reassociate
+        // `start + (a - 1)` into `(start - 1) + a`, and the verifier rejects
+        // any packet pointer whose constant part is negative.
+        let p = self.start + core::hint::black_box(off);
         if p + N > self.end {
             return None;
         }

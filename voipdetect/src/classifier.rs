@@ -1,16 +1,24 @@
-//! The classifier: given what both directions of a conversation did in a
-//! window, is it a call? All thresholds live in [`Thresholds`], each with
-//! the reasoning behind its value.
+//! The classifier: given what both directions of a conversation did, is it
+//! a call? Every number it decides by lives in [`Thresholds`], each with the
+//! reasoning behind its value.
 //!
 //! Two paths:
 //! - **Structure** ([`Classifier::early`]), checked at every poll on the
-//!   window so far: an RTP stream (same SSRC, sequence +1, timestamps moving)
-//!   in both directions is a call within the first second.
-//! - **Behaviour** ([`Classifier::judge`]), on each complete window: both
-//!   directions carry a steady, voice-rate stream of similar-sized packets
-//!   at a packetisation interval, at comparable rates. Caught whatever the
-//!   transport (UDP, TCP payload segments) or encryption. A conversation
-//!   needs [`Thresholds::windows_needed`] such windows in a row.
+//!   window so far. An RTP stream (same SSRC and payload type, sequence +1,
+//!   timestamps moving) is media within the first second: a call when the
+//!   other direction answers, one-way media when it stays silent. A
+//!   conversation that began with STUN, DTLS or RTCP (a WebRTC or SIP media
+//!   session) and now carries voice-shaped packets both ways is a call
+//!   without waiting for a second window.
+//! - **Behaviour** ([`Classifier::judge`]), on each complete window: each
+//!   direction is voice (a steady stream of similar-sized packets at a
+//!   packetisation interval), video (frames of back-to-back packets at a
+//!   frame rate), quiet (comfort noise during silence suppression), other,
+//!   or absent. The controller calls a conversation a call after
+//!   [`Thresholds::windows_needed`] windows in a row in which one side spoke
+//!   while the other spoke or stayed quiet, once both sides have spoken.
+//!   Caught whatever the transport (UDP, TCP payload segments), padding or
+//!   encryption.
 
 use voipdetect_common::flow::PROTO_TCP;
 
@@ -25,7 +33,7 @@ pub struct Thresholds {
     pub min_pps: f64,
     /// Highest payload rate of a voice direction: 10 ms packetisation
     /// (100/s) plus jitter and the odd RTCP or retransmission. Bulk
-    /// transfers and 128 Hz game ticks both exceed it.
+    /// transfers exceed it by far.
     pub max_pps: f64,
     /// Largest mean payload: anything up to an MTU-sized packet, because
     /// padding every packet to a fixed size is a known evasion.
@@ -34,29 +42,54 @@ pub struct Thresholds {
     /// bucket (10/20/30/40/60 ms). A codec clock makes this close to 1;
     /// network jitter moves a few gaps into neighbouring buckets.
     pub min_cadence_share: f64,
-    /// Share of gaps under 2 ms tolerated: voice frames are spaced out,
-    /// bulk and web traffic come in back-to-back bursts.
+    /// Share of gaps under 2 ms tolerated in a voice direction: voice
+    /// frames are spaced out, bulk and web traffic come back to back.
     pub max_burst_share: f64,
     /// Share of packets that must fall in two adjacent size buckets.
     /// Voice codecs emit near-constant sizes (CBR) or a narrow band (VBR);
     /// game servers and web traffic spread over many sizes.
     pub min_size_stability: f64,
-    /// Largest ratio between the two directions' packet rates. A call
-    /// sends the same codec stream both ways; a game client or a one-way
-    /// stream with acknowledgements does not.
+    /// Largest ratio between the two directions' packet rates when both
+    /// speak. A call sends the same codec stream both ways.
     pub max_rate_ratio: f64,
-    /// Largest ratio between the two directions' mean payload sizes. Both
-    /// ends of a call run the same codec; a game client's inputs are a
-    /// fraction of the server's snapshots.
+    /// Largest ratio between the two directions' mean payload sizes when
+    /// both speak. Both ends of a call usually run the same codec; a game
+    /// client's inputs are a fraction of the server's snapshots, a tunnel's
+    /// polls and answers differ (a DNS tunnel polling at 20 ms: 137 B vs 48 B).
     pub max_size_ratio: f64,
-    /// Consecutive media windows before a behaviour-only verdict: one
-    /// window can be a coincidence, two seconds of steady two-way voice
-    /// cadence are a call.
+    /// Quiet direction (silence suppression, RFC 3389 comfort noise every
+    /// 160–400 ms): below `min_pps`, at least this many packets per second...
+    pub quiet_min_pps: f64,
+    /// ...of at most this mean size.
+    pub quiet_max_size: f64,
+    /// Video direction: frames of several back-to-back packets (the share
+    /// of gaps under 2 ms lies between these two)...
+    pub video_burst_share: (f64, f64),
+    /// ...at a frame rate of 15–30 fps (frame gaps in the 30/40/60 ms
+    /// buckets, at least this share of the gaps between frames)...
+    pub video_min_frame_share: f64,
+    /// ...carrying this many packets per second...
+    pub video_pps: (f64, f64),
+    /// ...of at least this mean size (video packets fill most of an MTU).
+    pub video_min_size: f64,
+    /// Consecutive call windows before a behaviour-only verdict: one window
+    /// can be a coincidence, two seconds of two-way voice cadence are a call.
     pub windows_needed: u32,
-    /// In-sequence RTP packets needed in each direction for a structural
-    /// verdict. Random bytes match an SSRC and a +1 sequence with odds of
-    /// 2^-48 per packet; six in a row is not chance.
+    /// In-sequence RTP packets needed in a direction (over the current and
+    /// the previous window) for a structural verdict. Random bytes match an
+    /// SSRC, a payload type and a +1..4 sequence step with odds below 2^-50
+    /// per packet; five in a row are not chance, and at WhatsApp's 8
+    /// packets/s they take 0.6 s.
     pub rtp_min_in_seq: u32,
+    /// Lowest rate of an RTP direction: a stream, not a stray packet.
+    pub rtp_min_pps: f64,
+    /// Packets the silent side of an RTP stream may send (RTCP, STUN
+    /// consent checks) and still count as one-way media rather than an
+    /// answered call. More than this, and the stream is a call.
+    pub one_way_max_reverse: u32,
+    /// Shortest window over which structural hints (STUN/DTLS/RTCP seen)
+    /// let a voice-shaped conversation be called early.
+    pub hinted_min_span_s: f64,
 }
 
 impl Default for Thresholds {
@@ -69,9 +102,18 @@ impl Default for Thresholds {
             max_burst_share: 0.3,
             min_size_stability: 0.7,
             max_rate_ratio: 3.0,
-            max_size_ratio: 3.0,
+            max_size_ratio: 2.5,
+            quiet_min_pps: 1.0,
+            quiet_max_size: 200.0,
+            video_burst_share: (0.2, 0.85),
+            video_min_frame_share: 0.5,
+            video_pps: (20.0, 400.0),
+            video_min_size: 400.0,
             windows_needed: 2,
-            rtp_min_in_seq: 6,
+            rtp_min_in_seq: 5,
+            rtp_min_pps: 5.0,
+            one_way_max_reverse: 2,
+            hinted_min_span_s: 0.5,
         }
     }
 }
@@ -81,25 +123,63 @@ impl Default for Thresholds {
 pub enum Finding {
     /// Two-way real-time media.
     Call { reason: String },
-    /// Media in one direction only: `dir` is 0 for the canonical direction.
+    /// Media in one direction only: `dir` (0 for the canonical direction) sends.
     OneWay { dir: usize, reason: String },
 }
 
 /// What one complete window looked like.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WindowJudgement {
-    /// Both directions carried voice-like streams.
+    /// Both sides spoke (or one showed video).
     Media { reason: String },
+    /// One side spoke, the other stayed quiet (silence suppression).
+    Half { talker: usize, reason: String },
+    /// Both quiet: neither evidence for nor against a call.
+    Hold,
     /// Not a call window.
     Other,
 }
 
-/// What a voice-like direction looks like, for reasons.
+/// How one direction behaved in a window.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Voice {
-    pps: f64,
-    cadence_ms: u32,
-    mean_size: f64,
+pub enum DirKind {
+    Voice { pps: f64, cadence_ms: u32, mean_size: f64 },
+    Video { pps: f64, fps: u32, mean_size: f64 },
+    Quiet,
+    Other,
+    Absent,
+}
+
+/// Structural hints a conversation has shown at any time so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hints {
+    pub stun: bool,
+    pub dtls: bool,
+    pub rtcp: bool,
+}
+
+impl Hints {
+    pub fn any(self) -> bool {
+        self.stun || self.dtls || self.rtcp
+    }
+    pub fn add(&mut self, d: &DirWindow) {
+        self.stun |= d.stun > 0;
+        self.dtls |= d.dtls > 0;
+        self.rtcp |= d.rtcp > 0;
+    }
+    fn describe(self) -> String {
+        let mut v = Vec::new();
+        if self.stun {
+            v.push("stun");
+        }
+        if self.dtls {
+            v.push("dtls");
+        }
+        if self.rtcp {
+            v.push("rtcp");
+        }
+        v.join("+")
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -113,44 +193,94 @@ impl Classifier {
     }
 
     /// Structural evidence in the window so far, if it settles the question.
-    pub fn early(&self, proto: u8, dirs: [Option<&DirWindow>; 2]) -> Option<Finding> {
-        let need = self.t.rtp_min_in_seq;
-        let [a, b] = dirs;
-        let rtp = |d: Option<&DirWindow>| d.map_or(0, |d| d.rtp_ok);
-        let (ra, rb) = (rtp(a), rtp(b));
-        if ra >= need && rb >= need {
-            let (a, b) = (a?, b?);
-            return Some(Finding::Call { reason: rtp_reason(proto, a, Some(b)) });
+    pub fn early(&self, proto: u8, dirs: [Option<&DirWindow>; 2], hints: Hints) -> Option<Finding> {
+        let t = &self.t;
+        fn rtp<'a>(d: Option<&'a DirWindow>, t: &Thresholds) -> Option<&'a DirWindow> {
+            d.filter(|d| d.rtp_ok >= t.rtp_min_in_seq && d.pps() >= t.rtp_min_pps)
+        }
+        let is_rtp = |d| rtp(d, t);
+        match (is_rtp(dirs[0]), is_rtp(dirs[1])) {
+            (Some(a), Some(b)) => return Some(Finding::Call { reason: rtp_reason(proto, a, Some(b)) }),
+            (Some(_), None) | (None, Some(_)) => {
+                let m = usize::from(is_rtp(dirs[0]).is_none());
+                let media = dirs[m]?;
+                let reverse = dirs[1 - m].map_or(0, |d| d.packets);
+                return Some(if reverse <= t.one_way_max_reverse {
+                    Finding::OneWay { dir: m, reason: rtp_reason(proto, media, None) }
+                } else {
+                    Finding::Call { reason: rtp_reason(proto, media, dirs[1 - m]) }
+                });
+            }
+            (None, None) => {}
+        }
+        // A media session's handshake, then voice both ways.
+        let [Some(a), Some(b)] = dirs else { return None };
+        if hints.any() && a.span_s.min(b.span_s) >= t.hinted_min_span_s {
+            let (ka, kb) = (self.kind(a), self.kind(b));
+            if media_pair(ka, kb, t) {
+                return Some(Finding::Call { reason: format!("{} then {}", hints.describe(), kind_reason(proto, ka, kb)) });
+            }
         }
         None
     }
 
     /// Judges a complete window.
     pub fn judge(&self, proto: u8, dirs: [Option<&DirWindow>; 2]) -> WindowJudgement {
-        let [Some(a), Some(b)] = dirs else { return WindowJudgement::Other };
-        let (Some(va), Some(vb)) = (self.voice(a), self.voice(b)) else { return WindowJudgement::Other };
-        if ratio(va.pps, vb.pps) > self.t.max_rate_ratio || ratio(va.mean_size, vb.mean_size) > self.t.max_size_ratio {
-            return WindowJudgement::Other;
+        let ka = dirs[0].map_or(DirKind::Absent, |d| self.kind(d));
+        let kb = dirs[1].map_or(DirKind::Absent, |d| self.kind(d));
+        if media_pair(ka, kb, &self.t) {
+            return WindowJudgement::Media { reason: kind_reason(proto, ka, kb) };
         }
-        WindowJudgement::Media { reason: behaviour_reason(proto, va, vb) }
+        match (ka, kb) {
+            (DirKind::Voice { .. }, DirKind::Quiet) => WindowJudgement::Half { talker: 0, reason: kind_reason(proto, ka, kb) },
+            (DirKind::Quiet, DirKind::Voice { .. }) => WindowJudgement::Half { talker: 1, reason: kind_reason(proto, ka, kb) },
+            (DirKind::Quiet, DirKind::Quiet) => WindowJudgement::Hold,
+            _ => WindowJudgement::Other,
+        }
     }
 
-    /// A direction that looks like one voice stream.
-    fn voice(&self, d: &DirWindow) -> Option<Voice> {
+    /// How a direction behaved.
+    pub fn kind(&self, d: &DirWindow) -> DirKind {
         let t = &self.t;
+        if d.packets == 0 {
+            return DirKind::Absent;
+        }
         let pps = d.pps();
         let mean_size = d.mean_size();
-        if !(t.min_pps..=t.max_pps).contains(&pps) || mean_size > t.max_mean_size {
-            return None;
+        if pps < t.min_pps {
+            return if pps >= t.quiet_min_pps && mean_size <= t.quiet_max_size { DirKind::Quiet } else { DirKind::Other };
         }
-        let (cadence_ms, share) = d.cadence()?;
-        if share < t.min_cadence_share || d.gap_share(0) > t.max_burst_share {
-            return None;
+        if pps <= t.max_pps
+            && mean_size <= t.max_mean_size
+            && d.gap_share(0) <= t.max_burst_share
+            && d.size_stability() >= t.min_size_stability
+            && let Some((cadence_ms, share)) = d.cadence()
+            && share >= t.min_cadence_share
+        {
+            return DirKind::Voice { pps, cadence_ms, mean_size };
         }
-        if d.size_stability() < t.min_size_stability {
-            return None;
+        let burst = d.gap_share(0);
+        if (t.video_pps.0..=t.video_pps.1).contains(&pps)
+            && mean_size >= t.video_min_size
+            && (t.video_burst_share.0..=t.video_burst_share.1).contains(&burst)
+            && let Some((frame_ms, share)) = d.frame_cadence()
+            && share >= t.video_min_frame_share
+        {
+            return DirKind::Video { pps, fps: 1000 / frame_ms.max(1), mean_size };
         }
-        Some(Voice { pps, cadence_ms, mean_size })
+        DirKind::Other
+    }
+}
+
+/// Two directions that together look like a call window.
+fn media_pair(a: DirKind, b: DirKind, t: &Thresholds) -> bool {
+    match (a, b) {
+        (DirKind::Voice { pps: pa, mean_size: sa, .. }, DirKind::Voice { pps: pb, mean_size: sb, .. }) => {
+            ratio(pa, pb) <= t.max_rate_ratio && ratio(sa, sb) <= t.max_size_ratio
+        }
+        // A video call: at least one side sends video, the other video or voice.
+        (DirKind::Video { .. }, DirKind::Video { .. } | DirKind::Voice { .. }) | (DirKind::Voice { .. }, DirKind::Video { .. }) => true,
+        _ => false,
     }
 }
 
@@ -178,34 +308,37 @@ fn pair(a: f64, b: f64, suffix: &str, each_way: bool) -> String {
     }
 }
 
-fn behaviour_reason(proto: u8, a: Voice, b: Voice) -> String {
-    let cad = if a.cadence_ms == b.cadence_ms {
-        format!("{} ms", a.cadence_ms)
-    } else {
-        format!("{}/{} ms", a.cadence_ms, b.cadence_ms)
-    };
-    format!(
-        "{} {}, {cad}, {}",
-        proto_name(proto),
-        pair(a.pps, b.pps, unit(proto), true),
-        pair(a.mean_size, b.mean_size, "B", false)
-    )
+fn kind_parts(k: DirKind) -> (f64, String, f64) {
+    match k {
+        DirKind::Voice { pps, cadence_ms, mean_size } => (pps, format!("{cadence_ms} ms"), mean_size),
+        DirKind::Video { pps, fps, mean_size } => (pps, format!("video {fps} fps"), mean_size),
+        DirKind::Quiet => (0.0, "quiet".into(), 0.0),
+        DirKind::Other | DirKind::Absent => (0.0, "-".into(), 0.0),
+    }
+}
+
+/// "udp 50 pps each way, 20 ms, 172 B", or per side when they differ.
+pub fn kind_reason(proto: u8, a: DirKind, b: DirKind) -> String {
+    let (pa, ca, sa) = kind_parts(a);
+    let (pb, cb, sb) = kind_parts(b);
+    let cad = if ca == cb { ca } else { format!("{ca}/{cb}") };
+    let sizes = if sa > 0.0 && sb > 0.0 { pair(sa, sb, "B", false) } else { format!("{:.0} B", sa.max(sb)) };
+    format!("{} {}, {cad}, {sizes}", proto_name(proto), pair(pa, pb, unit(proto), true))
 }
 
 fn rtp_reason(proto: u8, a: &DirWindow, b: Option<&DirWindow>) -> String {
     let framing = if proto == PROTO_TCP { "rtp/tcp" } else { "rtp" };
     let mut s = format!("{framing} ssrc={:#010x}", a.rtp_ssrc);
     match b {
-        Some(b) => {
-            s.push_str(&format!(" {}", pair(a.pps(), b.pps(), unit(proto), true)));
-            if let Some((ms, _)) = a.cadence() {
-                s.push_str(&format!(", {ms} ms"));
-            }
-            s.push_str(&format!(", {}", pair(a.mean_size(), b.mean_size(), "B", false)));
-        }
-        None => {
-            s.push_str(&format!(" {:.0} {} one way, {:.0} B", a.pps(), unit(proto), a.mean_size()));
-        }
+        Some(b) => s.push_str(&format!(" {}", pair(a.pps(), b.pps(), unit(proto), true))),
+        None => s.push_str(&format!(" one way, {:.0} {}", a.pps(), unit(proto))),
+    }
+    if let Some((ms, _)) = a.cadence() {
+        s.push_str(&format!(", {ms} ms"));
+    }
+    match b {
+        Some(b) if b.packets > 0 => s.push_str(&format!(", {}", pair(a.mean_size(), b.mean_size(), "B", false))),
+        _ => s.push_str(&format!(", {:.0} B", a.mean_size())),
     }
     s
 }
@@ -282,13 +415,30 @@ mod tests {
     }
 
     #[test]
+    fn silence_suppression_is_half_a_call_window() {
+        let talk = stream(50, 20.0, |_| 33);
+        let cn = stream(4, 250.0, |_| 2);
+        assert!(matches!(Classifier::default().judge(17, [Some(&talk), Some(&cn)]), WindowJudgement::Half { talker: 0, .. }));
+        assert_eq!(Classifier::default().judge(17, [Some(&cn), Some(&cn)]), WindowJudgement::Hold);
+    }
+
+    #[test]
     fn rtp_structure_decides_early() {
         let mut a = stream(10, 20.0, |_| 172);
         a.rtp_ok = 9;
         let mut b = a.clone();
-        assert!(matches!(Classifier::default().early(17, [Some(&a), Some(&b)]), Some(Finding::Call { .. })));
+        let c = Classifier::default();
+        let none = Hints::default();
+        assert!(matches!(c.early(17, [Some(&a), Some(&b)], none), Some(Finding::Call { .. })));
+        // RTP one way, the other side sending too: still a call.
         b.rtp_ok = 2;
-        assert_eq!(Classifier::default().early(17, [Some(&a), Some(&b)]), None);
+        assert!(matches!(c.early(17, [Some(&a), Some(&b)], none), Some(Finding::Call { .. })));
+        // RTP one way, nothing back: one-way media from that side.
+        assert!(matches!(c.early(17, [None, Some(&a)], none), Some(Finding::OneWay { dir: 1, .. })));
+        // No RTP at all: not decided early.
+        a.rtp_ok = 0;
+        b.rtp_ok = 0;
+        assert_eq!(c.early(17, [Some(&a), Some(&b)], none), None);
     }
 
     // The same decisions on generated traffic, through the shared parser,

@@ -10,7 +10,7 @@ use std::collections::{HashMap, hash_map::Entry};
 use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
 use crate::{
-    classifier::{Classifier, Finding, Thresholds, WindowJudgement},
+    classifier::{Classifier, Finding, Hints, Thresholds, WindowJudgement},
     window::DirWindow,
 };
 
@@ -122,11 +122,15 @@ struct DirState {
     start: FlowCounters,
     /// Counters at the latest poll.
     cur: FlowCounters,
+    /// In-sequence RTP packets of the previous window: structure is judged
+    /// over two windows, so a slow stream (WhatsApp sends 8 packets/s) is
+    /// not cut in half by a window edge.
+    prev_rtp_ok: u32,
 }
 
 impl DirState {
     fn fresh(c: &FlowCounters) -> Self {
-        Self { start: FlowCounters::new(c.first_seen_ns, c.ifindex), cur: *c }
+        Self { start: FlowCounters::new(c.first_seen_ns, c.ifindex), cur: *c, prev_rtp_ok: 0 }
     }
 }
 
@@ -137,6 +141,8 @@ struct ActiveVerdict {
     reason: String,
     pps: f64,
     mean_size: f64,
+    /// One-way media: the direction (0 canonical, 1 reverse) that sends.
+    sender: Option<usize>,
     expires_ns: u64,
     /// Latest packet time (either direction, dropped ones included) seen.
     last_activity_ns: u64,
@@ -147,7 +153,13 @@ struct Conv {
     /// [canonical direction, reverse direction]
     dirs: [Option<DirState>; 2],
     win_start_ns: u64,
+    /// Consecutive call-like windows, and which sides spoke during them.
     streak: u32,
+    talked: [bool; 2],
+    /// STUN/DTLS/RTCP seen so far in this conversation.
+    hints: Hints,
+    /// Reason of the latest call-like window.
+    reason: Option<String>,
     verdict: Option<ActiveVerdict>,
 }
 
@@ -201,7 +213,15 @@ impl Controller {
         let conv = match self.convs.entry(canonical) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                e.insert(Conv { dirs: [None, None], win_start_ns: c.first_seen_ns, streak: 0, verdict: None })
+                e.insert(Conv {
+                    dirs: [None, None],
+                    win_start_ns: c.first_seen_ns,
+                    streak: 0,
+                    talked: [false; 2],
+                    hints: Hints::default(),
+                    reason: None,
+                    verdict: None,
+                })
             }
         };
         match &mut conv.dirs[idx] {
@@ -225,12 +245,57 @@ impl Controller {
                 d.as_ref().map(|d| {
                     let from = conv.win_start_ns.max(d.cur.first_seen_ns);
                     let span = now_ns.saturating_sub(from) as f64 / NS_PER_SEC as f64;
-                    DirWindow::between(&d.start, &d.cur, span)
+                    let mut w = DirWindow::between(&d.start, &d.cur, span);
+                    w.rtp_ok += d.prev_rtp_ok;
+                    w
                 })
             });
             let dirs = [windows[0].as_ref(), windows[1].as_ref()];
 
-            if let Some(v) = &mut conv.verdict {
+            let proto = canonical.proto;
+            for d in dirs.iter().flatten() {
+                conv.hints.add(d);
+            }
+            if log::log_enabled!(log::Level::Debug) && (window_done || dirs.iter().flatten().any(|d| d.rtp_ok > 0)) {
+                log::debug!("{} {}", crate::report::conv_name(canonical), crate::window::describe(dirs));
+            }
+            // One-way media is re-examined: the other side may start talking.
+            let undecided = conv.verdict.as_ref().is_none_or(|v| v.label == Label::Media);
+            let mut finding = if undecided { classifier.early(proto, dirs, conv.hints) } else { None };
+            // One-way media is only concluded on a complete window: the
+            // answering side of a call often starts sending a moment later.
+            if !window_done && matches!(finding, Some(Finding::OneWay { .. })) {
+                finding = None;
+            }
+            if conv.verdict.as_ref().is_some_and(|v| v.label == Label::Media) && !matches!(finding, Some(Finding::Call { .. })) {
+                finding = None;
+            }
+            if conv.verdict.is_none() && finding.is_none() && window_done {
+                match classifier.judge(proto, dirs) {
+                    WindowJudgement::Media { reason } => {
+                        conv.streak += 1;
+                        conv.talked = [true; 2];
+                        conv.reason = Some(reason);
+                    }
+                    WindowJudgement::Half { talker, reason } => {
+                        conv.streak += 1;
+                        conv.talked[talker] = true;
+                        conv.reason = Some(reason);
+                    }
+                    WindowJudgement::Hold => {}
+                    WindowJudgement::Other => {
+                        conv.streak = 0;
+                        conv.talked = [false; 2];
+                    }
+                }
+                if conv.streak >= cfg.thresholds.windows_needed && conv.talked == [true; 2] {
+                    finding = conv.reason.take().map(|reason| Finding::Call { reason });
+                }
+            }
+            // A call found on a conversation reported as one-way media
+            // replaces that verdict below.
+            let upgrade = conv.verdict.is_some() && matches!(finding, Some(Finding::Call { .. }));
+            if let Some(v) = conv.verdict.as_mut().filter(|_| !upgrade) {
                 let active = last_activity > v.last_activity_ns;
                 v.last_activity_ns = v.last_activity_ns.max(last_activity);
                 if now_ns >= v.expires_ns {
@@ -240,6 +305,8 @@ impl Controller {
                         out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
                     }
                     conv.streak = 0;
+                    conv.talked = [false; 2];
+                    finding = None;
                 } else if active && v.expires_ns - now_ns < cfg.ttl_ns / 2 {
                     v.expires_ns = now_ns + cfg.ttl_ns;
                     if v.action == Action::Blocked {
@@ -249,51 +316,40 @@ impl Controller {
                         });
                     }
                 }
-            } else {
-                let proto = canonical.proto;
-                let mut finding = classifier.early(proto, dirs);
-                if finding.is_none() && window_done {
-                    match classifier.judge(proto, dirs) {
-                        WindowJudgement::Media { reason } => {
-                            conv.streak += 1;
-                            if conv.streak >= cfg.thresholds.windows_needed {
-                                finding = Some(Finding::Call { reason });
-                            }
-                        }
-                        WindowJudgement::Other => conv.streak = 0,
-                    }
+            }
+            if let Some(f) = finding {
+                let (label, reason, blockable, sender) = match f {
+                    Finding::Call { reason } => (Label::Voip, reason, true, None),
+                    Finding::OneWay { dir, reason } => (Label::Media, reason, cfg.block_one_way, Some(dir)),
+                };
+                let action = if cfg.mode == Mode::Block && blockable { Action::Blocked } else { Action::Reported };
+                let (pps, mean_size) = totals(dirs);
+                let v = ActiveVerdict {
+                    label,
+                    action,
+                    reason,
+                    pps,
+                    mean_size,
+                    sender,
+                    expires_ns: now_ns + cfg.ttl_ns,
+                    last_activity_ns: last_activity,
+                };
+                out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns));
+                if action == Action::Blocked {
+                    out.commands.push(Command::Block {
+                        keys: dir_keys(canonical),
+                        entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+                    });
                 }
-                if let Some(f) = finding {
-                    let (label, reason, blockable) = match f {
-                        Finding::Call { reason } => (Label::Voip, reason, true),
-                        Finding::OneWay { reason, .. } => (Label::Media, reason, cfg.block_one_way),
-                    };
-                    let action =
-                        if cfg.mode == Mode::Block && blockable { Action::Blocked } else { Action::Reported };
-                    let (pps, mean_size) = totals(dirs);
-                    let v = ActiveVerdict {
-                        label,
-                        action,
-                        reason,
-                        pps,
-                        mean_size,
-                        expires_ns: now_ns + cfg.ttl_ns,
-                        last_activity_ns: last_activity,
-                    };
-                    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns));
-                    if action == Action::Blocked {
-                        out.commands.push(Command::Block {
-                            keys: dir_keys(canonical),
-                            entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
-                        });
-                    }
-                    conv.verdict = Some(v);
-                }
+                conv.verdict = Some(v);
             }
 
             if window_done {
-                for d in conv.dirs.iter_mut().flatten() {
-                    d.start = d.cur;
+                for (d, w) in conv.dirs.iter_mut().zip(&windows) {
+                    if let (Some(d), Some(w)) = (d, w) {
+                        d.prev_rtp_ok = w.rtp_ok - d.prev_rtp_ok;
+                        d.start = d.cur;
+                    }
                 }
                 conv.win_start_ns = now_ns;
             }
@@ -336,7 +392,7 @@ fn totals(dirs: [Option<&DirWindow>; 2]) -> (f64, f64) {
 }
 
 fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &ActiveVerdict, end_ns: u64) -> Event {
-    let init = conv.initiator();
+    let init = v.sender.unwrap_or_else(|| conv.initiator());
     let key = dir_keys(canonical)[init];
     let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.cur.ifindex);
     let first_seen_ns = conv.first_seen();

@@ -127,25 +127,30 @@ pub fn ifname(index: u32) -> Option<String> {
     Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
-fn is_permission_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
-        {
-            return true;
-        }
-        let text = e.to_string();
-        if text.contains("Operation not permitted") || text.contains("Permission denied") {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
 const PRIVILEGE_HINT: &str =
-    "missing privileges: loading and attaching XDP programs needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)";
+    "missing privileges: loading and attaching XDP programs needs root (CAP_BPF or CAP_SYS_ADMIN, and CAP_NET_ADMIN)";
+
+/// Capability bits (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Checks the effective capabilities up front: the kernel answers a missing
+/// one with EPERM or EACCES, which it also uses for a verifier rejection,
+/// so the error code alone cannot tell the two apart.
+pub fn check_privileges() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| anyhow!("no CapEff in /proc/self/status"))?;
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) || !has(CAP_NET_ADMIN) {
+        bail!(PRIVILEGE_HINT);
+    }
+    Ok(())
+}
 
 impl Datapath {
     /// Loads the program and creates its maps; attaches nothing yet.
@@ -153,15 +158,14 @@ impl Datapath {
         if opts.flow_entries == 0 || opts.block_entries == 0 {
             bail!("map sizes must be at least 1");
         }
+        check_privileges()?;
         let level = if opts.kernel_debug_log { LOG_LEVEL_DEBUG } else { LOG_LEVEL_OFF };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS, opts.flow_entries)
             .map_max_entries(BLOCKLIST, opts.block_entries)
             .override_global(LOG_LEVEL_GLOBAL, &level, true)
             .load(OBJECT)
-            .map_err(|e| {
-                if is_permission_error(&e) { anyhow!(PRIVILEGE_HINT) } else { anyhow::Error::new(e).context("loading the XDP object") }
-            })?;
+            .context("loading the XDP object")?;
         if opts.kernel_debug_log {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => spawn_log_reader(logger),
@@ -173,9 +177,7 @@ impl Datapath {
             .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
             .try_into()
             .context("program type")?;
-        program.load().map_err(|e| {
-            if is_permission_error(&e) { anyhow!(PRIVILEGE_HINT) } else { anyhow::Error::new(e).context("verifying the XDP program") }
-        })?;
+        program.load().context("verifying the XDP program")?;
         let flows = HashMap::try_from(take(&mut ebpf, FLOWS)?).context(FLOWS)?;
         let blocklist = HashMap::try_from(take(&mut ebpf, BLOCKLIST)?).context(BLOCKLIST)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, STATS)?).context(STATS)?;
@@ -198,9 +200,6 @@ impl Datapath {
         let (link, mode) = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
             Ok(link) => (link, AttachMode::Native),
             Err(native) => {
-                if is_permission_error(&native) {
-                    bail!(PRIVILEGE_HINT);
-                }
                 match program.attach_to_if_index(ifindex, XdpMode::Skb) {
                     Ok(link) => {
                         warn!("{iface}: native XDP unavailable ({native}); attached in generic mode, which is slower");

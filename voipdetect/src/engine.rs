@@ -112,9 +112,12 @@ impl Engine {
             });
             if s.detected_at_ns.is_none() {
                 s.detected_at_ns = Some(e.at_ns);
+                s.key = e.key;
+            }
+            // A later verdict upgrades one-way media to a call.
+            if s.label != Some(Label::Voip) {
                 s.label = Some(e.label);
                 s.reason = Some(e.reason.clone());
-                s.key = e.key;
             }
         }
         self.events.extend(events);
@@ -162,9 +165,10 @@ impl Engine {
         }
     }
 
-    /// Polls once more after the last packet, then ends every verdict.
+    /// Lets the clock run on past the last packet until every window has
+    /// closed (as it would for a live controller), then ends every verdict.
     pub fn finish(&mut self) {
-        let end = self.last_ns + self.poll_ns;
+        let end = self.last_ns + self.ctl.config().window_ns + 2 * self.poll_ns;
         self.advance(end);
         let out = self.ctl.release_all(end);
         self.record(out.events);

@@ -33,6 +33,11 @@ pub fn endpoint(key: &FlowKey, src: bool) -> String {
     }
 }
 
+/// "udp a:1 <-> b:2", for logs.
+pub fn conv_name(k: &FlowKey) -> String {
+    format!("{} {} <-> {}", proto_name(k.proto), endpoint(k, true), endpoint(k, false))
+}
+
 pub fn proto_name(proto: u8) -> &'static str {
     match proto {
         PROTO_TCP => "tcp",

@@ -90,6 +90,22 @@ impl DirWindow {
             .map(|(ms, n)| (ms, f64::from(n) / f64::from(total)))
     }
 
+    /// Among gaps that are not back-to-back (≥ 2 ms), the video frame
+    /// interval most fall into (30/40/60 ms buckets: 33, 25 and 15 fps) and
+    /// the share that do.
+    pub fn frame_cadence(&self) -> Option<(u32, f64)> {
+        let spaced: u32 = self.iat[1..].iter().sum();
+        if spaced == 0 {
+            return None;
+        }
+        CADENCE_BUCKETS
+            .iter()
+            .filter(|&&(ms, _)| ms >= 30)
+            .map(|&(ms, b)| (ms, self.iat[b]))
+            .max_by_key(|&(_, n)| n)
+            .map(|(ms, n)| (ms, f64::from(n) / f64::from(spaced)))
+    }
+
     /// Share of gaps in bucket `b`.
     pub fn gap_share(&self, b: usize) -> f64 {
         let total = self.gaps();
@@ -130,4 +146,27 @@ impl DirWindow {
         self.rtp_ssrc = o.rtp_ssrc;
         self.rtp_ts_step = o.rtp_ts_step;
     }
+}
+
+/// A one-line summary of both directions' windows, for debug logs.
+pub fn describe(dirs: [Option<&DirWindow>; 2]) -> String {
+    let one = |d: Option<&DirWindow>| match d {
+        None => "-".to_owned(),
+        Some(d) => format!(
+            "[{:.2}s {}p {:.0}pps {:.0}B iat{:?} size{:?} stab{:.2} rtp{} stun{} dtls{} rtcp{} empty{}]",
+            d.span_s,
+            d.packets,
+            d.pps(),
+            d.mean_size(),
+            d.iat,
+            d.size,
+            d.size_stability(),
+            d.rtp_ok,
+            d.stun,
+            d.dtls,
+            d.rtcp,
+            d.empty
+        ),
+    };
+    format!("{} / {}", one(dirs[0]), one(dirs[1]))
 }
