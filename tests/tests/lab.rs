@@ -237,3 +237,56 @@ fn controller_detaches_on_sigterm_and_sigint() {
         assert!(!lab.gateway_has_xdp().unwrap(), "signal {signal}: still attached");
     }
 }
+
+/// Runs `flows` through a blocking gateway; returns the receivers' view and
+/// the controller's events.
+fn through_gateway(flows: &[voipdetect::traffic::Flow], extra: &[&str]) -> (Vec<FlowResult>, Vec<serde_json::Value>) {
+    let lab = GatewayLab::new().unwrap();
+    let mut args = vec!["--mode", "block"];
+    args.extend_from_slice(extra);
+    let mut ctl = lab.start_controller(&binary(), &args).unwrap();
+    ctl.wait_attached(Duration::from_secs(20)).unwrap();
+    let results = live::run(&lab, flows, &AtomicBool::new(false)).unwrap();
+    let status = ctl.stop().unwrap();
+    assert!(status.success(), "controller exit {status}: {}", ctl.stderr_text());
+    (results, ctl.drain())
+}
+
+#[test]
+fn every_call_variant_is_cut_off_and_one_way_media_only_reported() {
+    voipdetect_tests::require_root();
+    let secs = 10;
+    let mut flows = pattern::call_variants(secs);
+    let one_way = pattern::one_way_media(secs);
+    flows.push(one_way.clone());
+    let (results, events) = through_gateway(&flows, &[]);
+    let mut failures = Vec::new();
+    for f in &flows {
+        let r = result(&results, &f.name);
+        let verdict = verdicts(&events).into_iter().find(|e| has_port(e, f.server_port)).cloned();
+        eprintln!("{:<40} {:?} {}", f.name, r.cut_off_after(), verdict.as_ref().map_or("-".into(), |v| v["reason"].to_string()));
+        if f.is_call {
+            match r.cut_off_after() {
+                Some(t) if t <= Duration::from_secs(5) && r.received() > 0 => {}
+                other => failures.push(format!("{}: cut off {other:?}, {r:?}", f.name)),
+            }
+        }
+    }
+    let r = result(&results, &one_way.name);
+    assert!(r.delivered_all(), "one-way media must not be blocked by default: {r:?}");
+    let v = verdicts(&events).into_iter().find(|e| has_port(e, one_way.server_port)).expect("one-way media reported");
+    assert_eq!((v["one_way"].as_bool(), v["action"].as_str()), (Some(true), Some("reported")), "{v}");
+    assert!(v["src"].as_str().unwrap().ends_with(&format!(":{}", one_way.server_port)), "the sender is the source: {v}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn no_lookalike_loses_a_packet() {
+    voipdetect_tests::require_root();
+    let flows = pattern::decoys(10);
+    let (results, events) = through_gateway(&flows, &[]);
+    for r in &results {
+        assert!(r.delivered_all(), "{} lost traffic: {r:?}", r.name);
+    }
+    assert!(verdicts(&events).is_empty(), "look-alikes called calls: {events:#?}");
+}

@@ -145,7 +145,7 @@ pub enum WindowJudgement {
 pub enum DirKind {
     Voice { pps: f64, cadence_ms: u32, mean_size: f64 },
     Video { pps: f64, fps: u32, mean_size: f64 },
-    Quiet,
+    Quiet { pps: f64 },
     Other,
     Absent,
 }
@@ -232,9 +232,9 @@ impl Classifier {
             return WindowJudgement::Media { reason: kind_reason(proto, ka, kb) };
         }
         match (ka, kb) {
-            (DirKind::Voice { .. }, DirKind::Quiet) => WindowJudgement::Half { talker: 0, reason: kind_reason(proto, ka, kb) },
-            (DirKind::Quiet, DirKind::Voice { .. }) => WindowJudgement::Half { talker: 1, reason: kind_reason(proto, ka, kb) },
-            (DirKind::Quiet, DirKind::Quiet) => WindowJudgement::Hold,
+            (DirKind::Voice { .. }, DirKind::Quiet { .. }) => WindowJudgement::Half { talker: 0, reason: kind_reason(proto, ka, kb) },
+            (DirKind::Quiet { .. }, DirKind::Voice { .. }) => WindowJudgement::Half { talker: 1, reason: kind_reason(proto, ka, kb) },
+            (DirKind::Quiet { .. }, DirKind::Quiet { .. }) => WindowJudgement::Hold,
             _ => WindowJudgement::Other,
         }
     }
@@ -248,7 +248,7 @@ impl Classifier {
         let pps = d.pps();
         let mean_size = d.mean_size();
         if pps < t.min_pps {
-            return if pps >= t.quiet_min_pps && mean_size <= t.quiet_max_size { DirKind::Quiet } else { DirKind::Other };
+            return if pps >= t.quiet_min_pps && mean_size <= t.quiet_max_size { DirKind::Quiet { pps } } else { DirKind::Other };
         }
         if pps <= t.max_pps
             && mean_size <= t.max_mean_size
@@ -312,7 +312,7 @@ fn kind_parts(k: DirKind) -> (f64, String, f64) {
     match k {
         DirKind::Voice { pps, cadence_ms, mean_size } => (pps, format!("{cadence_ms} ms"), mean_size),
         DirKind::Video { pps, fps, mean_size } => (pps, format!("video {fps} fps"), mean_size),
-        DirKind::Quiet => (0.0, "quiet".into(), 0.0),
+        DirKind::Quiet { pps } => (pps, "silent".into(), 0.0),
         DirKind::Other | DirKind::Absent => (0.0, "-".into(), 0.0),
     }
 }

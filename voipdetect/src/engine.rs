@@ -196,3 +196,65 @@ impl Engine {
         &self.ctl
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The generator's catalogue through the offline driver: every call
+    //! variant is caught, every look-alike left alone.
+    use crate::{
+        controller::{Config, EventKind, Label},
+        testutil::{T0, events},
+        traffic::{Flow, pattern},
+    };
+
+    const SECS: u64 = 8;
+
+    /// Seconds to the first verdict on `f`, and its label and reason.
+    fn verdict(f: &Flow) -> Option<(f64, Label, String)> {
+        events(std::slice::from_ref(f), Config::default())
+            .into_iter()
+            .find(|e| e.kind == EventKind::Verdict)
+            .map(|e| ((e.at_ns - T0) as f64 / 1e9, e.label, e.reason))
+    }
+
+    #[test]
+    fn every_call_variant_is_caught() {
+        let mut report = Vec::new();
+        for f in pattern::call_variants(SECS) {
+            let v = verdict(&f);
+            report.push(format!("{:<40} {v:?}", f.name));
+            let Some((t, label, reason)) = v else { continue };
+            assert_eq!(label, Label::Voip, "{}: {reason}", f.name);
+            let structured = reason.starts_with("rtp") || reason.contains("stun") || reason.contains("rtcp");
+            let limit = if structured { 1.0 } else { 3.0 };
+            assert!(t <= limit, "{}: called after {t:.2} s (limit {limit} s): {reason}", f.name);
+        }
+        eprintln!("{}", report.join("\n"));
+        let missed: Vec<_> = report.iter().filter(|l| l.ends_with("None")).collect();
+        assert!(missed.is_empty(), "missed:\n{}\nall:\n{}", missed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"), report.join("\n"));
+    }
+
+    #[test]
+    fn no_lookalike_is_called() {
+        for f in pattern::decoys(SECS) {
+            assert_eq!(verdict(&f), None, "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn one_way_media_is_reported_with_its_direction_and_not_blocked() {
+        let f = pattern::one_way_media(SECS);
+        let e = events(std::slice::from_ref(&f), Config { mode: crate::controller::Mode::Block, ..Default::default() });
+        let v = e.iter().find(|e| e.kind == EventKind::Verdict).expect("a verdict");
+        assert_eq!(v.label, Label::Media);
+        assert_eq!(v.action, crate::controller::Action::Reported);
+        // The server sends: it is the source of the reported direction.
+        assert_eq!(v.key.sport, f.server_port);
+        assert!(v.reason.contains("one way"), "{}", v.reason);
+        let e = events(
+            std::slice::from_ref(&f),
+            Config { mode: crate::controller::Mode::Block, block_one_way: true, ..Default::default() },
+        );
+        assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == crate::controller::Action::Blocked));
+    }
+}

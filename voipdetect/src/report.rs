@@ -66,7 +66,10 @@ pub struct EventRecord<'a> {
     pub proto: &'static str,
     pub src: String,
     pub dst: String,
-    pub verdict: Label,
+    /// Always "voip": real-time media; `one_way` tells a call from a stream.
+    pub verdict: &'static str,
+    /// Media seen flowing one way only (`src` sends).
+    pub one_way: bool,
     pub action: Action,
     pub reason: &'a str,
     pub pps: f64,
@@ -87,7 +90,8 @@ impl<'a> EventRecord<'a> {
             proto: proto_name(e.key.proto),
             src: endpoint(&e.key, true),
             dst: endpoint(&e.key, false),
-            verdict: e.label,
+            verdict: "voip",
+            one_way: e.label == Label::Media,
             action: e.action,
             reason: &e.reason,
             pps: round1(e.pps),
@@ -103,10 +107,7 @@ impl<'a> EventRecord<'a> {
             (EventKind::Verdict, Action::Reported) => "CALL ",
             (EventKind::Release, _) => "END  ",
         };
-        let label = match self.verdict {
-            Label::Voip => "voip",
-            Label::Media => "one-way media",
-        };
+        let label = if self.one_way { "one-way media" } else { "voip" };
         format!(
             "{} {what} {} {} -> {} on {}: {label}, {} ({:.1} s)",
             self.time, self.proto, self.src, self.dst, self.iface, self.reason, self.duration

@@ -134,6 +134,9 @@ fn bind(flow: &Flow, is_client: bool, local: SocketAddr, peer: SocketAddr) -> an
     Ok(match (flow.transport, is_client) {
         (Transport::Udp, _) => {
             let s = UdpSocket::bind(local).with_context(|| format!("binding udp {local}"))?;
+            // Room for bursts while this thread is not scheduled: a drop in
+            // our own socket must not look like a drop on the path.
+            set_rcvbuf(&s, 8 << 20);
             s.connect(peer)?;
             s.set_read_timeout(Some(TICK))?;
             Sock::Udp(s)
@@ -222,6 +225,18 @@ fn udp(s: UdpSocket, frames: &[Frame], start: Instant, deadline: Instant, stop: 
         side.sent = sender.join().map_err(|_| anyhow!("udp sender panicked"))?;
         Ok(side)
     })
+}
+
+fn set_rcvbuf(s: &impl std::os::fd::AsRawFd, bytes: libc::c_int) {
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    // SO_RCVBUFFORCE (root) ignores rmem_max; fall back to SO_RCVBUF.
+    unsafe {
+        let p = (&bytes as *const libc::c_int).cast();
+        let n = size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, n) != 0 {
+            libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, p, n);
+        }
+    }
 }
 
 fn accept(l: &TcpListener, deadline: Instant, stop: &AtomicBool) -> anyhow::Result<TcpStream> {
