@@ -148,7 +148,16 @@ fn frame_table() {
         FrameSpec::udp(sa("192.0.2.2:40006"), sa("198.51.100.2:5006")).build(&p)
     };
 
+    // GTP-U G-PDU (TS 29.281) carrying an IPv4 UDP packet: the inner flow counts.
+    let inner = FrameSpec::udp(sa("10.10.0.1:31046"), sa("10.20.0.1:21176")).build(&[6; 44]);
+    let mut gtp = vec![0x30, 0xff];
+    gtp.extend_from_slice(&((inner.len() - 14) as u16).to_be_bytes());
+    gtp.extend_from_slice(&[0, 0, 0, 9]);
+    gtp.extend_from_slice(&inner[14..]);
+    let gtp_frame = FrameSpec::udp(sa("192.0.2.10:2152"), sa("198.51.100.10:2152")).build(&gtp);
+
     let cases = vec![
+        tracked("gtp-u tunnel, inner flow", gtp_frame, data(44, true)),
         tracked("ipv4 udp, new flow", udp4(&[7; 172]), data(172, true)),
         tracked("ipv4 udp, same flow", udp4(&[7; 160]), data(160, false)),
         tracked("ipv6 udp", udp6.build(&[1; 60]), data(60, true)),

@@ -38,6 +38,8 @@ pub struct Engine {
     summaries: HashMap<FlowKey, ConvSummary>,
     ctl: Controller,
     poll_ns: u64,
+    /// Whether the controller runs at all (see [`Engine::counters_only`]).
+    polling: bool,
     next_poll_ns: Option<u64>,
     last_ns: u64,
     /// Every event the controller produced, in order.
@@ -53,6 +55,7 @@ impl Engine {
             summaries: HashMap::new(),
             ctl: Controller::new(cfg),
             poll_ns: poll_ns.max(1),
+            polling: true,
             next_poll_ns: None,
             last_ns: 0,
             events: Vec::new(),
@@ -60,10 +63,20 @@ impl Engine {
         }
     }
 
+    /// Only the per-packet path, no controller: the flow table keeps every
+    /// entry, as the kernel's does (for comparing the two).
+    pub fn counters_only() -> Self {
+        Self { polling: false, ..Self::new(Config::default(), 1) }
+    }
+
     /// Runs the polls due before `ts_ns`. Across a long silence (captures
     /// can jump years) it polls only until every timer has had its turn,
     /// then skips to the poll just before `ts_ns`.
     fn advance(&mut self, ts_ns: u64) {
+        if !self.polling {
+            self.last_ns = self.last_ns.max(ts_ns);
+            return;
+        }
         let cfg = self.ctl.config();
         let quiet = cfg.window_ns + cfg.ttl_ns.max(cfg.idle_ns) + 2 * self.poll_ns;
         let mut next = *self.next_poll_ns.get_or_insert(ts_ns + self.poll_ns);

@@ -119,8 +119,10 @@ fn test() -> anyhow::Result<()> {
         );
     }
     let bin = build(false)?;
-    println!("xtask: tier 2, packet fixtures through BPF_PROG_TEST_RUN (root)");
-    run(cargo().args(["test", "--package", "voipdetect-tests", "--test", "fixtures"]).env("VOIPDETECT_BIN", &bin))?;
+    println!("xtask: tier 2, packet fixtures and kernel/replay parity through BPF_PROG_TEST_RUN (root)");
+    run(cargo()
+        .args(["test", "--package", "voipdetect-tests", "--test", "fixtures", "--test", "parity"])
+        .env("VOIPDETECT_BIN", &bin))?;
     println!("xtask: tier 3, end to end in network namespaces (root)");
     run(cargo()
         .args(["test", "--package", "voipdetect-tests", "--test", "lab", "--", "--test-threads=1"])
