@@ -87,6 +87,12 @@ pub struct Thresholds {
     /// consent checks) and still count as one-way media rather than an
     /// answered call. More than this, and the stream is a call.
     pub one_way_max_reverse: u32,
+    /// One-way media is concluded only after the stream has run this long
+    /// (the answering side of a call, or its comfort noise, often starts a
+    /// moment later)...
+    pub one_way_settle_s: f64,
+    /// ...or once it has been silent this long (a short stream that ended).
+    pub one_way_ended_s: f64,
     /// Shortest window over which structural hints (STUN/DTLS/RTCP seen)
     /// let a voice-shaped conversation be called early.
     pub hinted_min_span_s: f64,
@@ -113,6 +119,8 @@ impl Default for Thresholds {
             rtp_min_in_seq: 5,
             rtp_min_pps: 5.0,
             one_way_max_reverse: 2,
+            one_way_settle_s: 1.0,
+            one_way_ended_s: 0.5,
             hinted_min_span_s: 0.5,
         }
     }

@@ -262,9 +262,12 @@ impl Controller {
             // One-way media is re-examined: the other side may start talking.
             let undecided = conv.verdict.as_ref().is_none_or(|v| v.label == Label::Media);
             let mut finding = if undecided { classifier.early(proto, dirs, conv.hints) } else { None };
-            // One-way media is only concluded on a complete window: the
-            // answering side of a call often starts sending a moment later.
-            if !window_done && matches!(finding, Some(Finding::OneWay { .. })) {
+            // One-way media needs a settled stream (see the thresholds).
+            let t = &cfg.thresholds;
+            let secs = |ns: u64| ns as f64 / NS_PER_SEC as f64;
+            let settled = secs(now_ns.saturating_sub(conv.first_seen())) >= t.one_way_settle_s
+                || secs(now_ns.saturating_sub(last_activity)) >= t.one_way_ended_s;
+            if !settled && matches!(finding, Some(Finding::OneWay { .. })) {
                 finding = None;
             }
             if conv.verdict.as_ref().is_some_and(|v| v.label == Label::Media) && !matches!(finding, Some(Finding::Call { .. })) {

@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod classifier;
 pub mod controller;
+pub mod corpus;
 pub mod datapath;
 pub mod replay;
 pub mod report;

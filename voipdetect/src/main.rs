@@ -31,6 +31,15 @@ enum Cmd {
         #[command(flatten)]
         detect: DetectArgs,
     },
+    /// Write the traffic generator's catalogue of calls and look-alikes as labelled captures.
+    Corpus {
+        /// Directory for the captures, labels.tsv and split.tsv.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Length of each flow.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=600))]
+        seconds: u64,
+    },
     /// Build the lab network in namespaces, run calls and look-alikes through a blocking gateway, report, clean up.
     Demo {
         /// How long the flows run.
@@ -148,6 +157,9 @@ fn main() -> ExitCode {
             tokio_main(run(opts))
         }
         Cmd::Replay { files, detect } => replay(&files, &detect),
+        Cmd::Corpus { out, seconds } => voipdetect::corpus::write(&out, seconds).map(|n| {
+            println!("{n} captures, labels.tsv and split.tsv written to {}", out.display());
+        }),
         Cmd::Demo { seconds } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|binary| voipdetect::demo::demo(&voipdetect::demo::DemoOptions { seconds, binary, run_args: vec![] }))

@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`. Every task first makes sure the
 //! toolchain pieces and Debian packages it needs are there, installing
 //! only what is missing, so a fresh machine needs nothing done by hand.
+mod eval;
 mod setup;
 
 use std::{
@@ -39,6 +40,8 @@ enum Task {
     },
     /// Every test tier: lint, unit tests, BPF_PROG_TEST_RUN fixtures, namespace end-to-end tests.
     Test,
+    /// Accuracy report: the shared labelled captures and the generated corpus, scored.
+    Eval,
     /// clippy on the userspace crates and on the eBPF crate (its own target).
     Clippy,
 }
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
             exec(&bin, &full)
         }),
         Task::Test => test(),
+        Task::Eval => build(false).and_then(|bin| eval::eval(&bin)),
         Task::Clippy => clippy(),
     };
     match result {
