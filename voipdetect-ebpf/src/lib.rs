@@ -1,3 +1,5 @@
-//! Empty: the program is the `voipdetect` binary target. The library target
-//! exists so the userspace crate can name this package as a build dependency.
+//! Pieces shared by the XDP programs of this crate: the production program
+//! (`voipdetect` binary target) and the benchmark programs (`bench-progs`).
 #![no_std]
+
+pub mod frame;

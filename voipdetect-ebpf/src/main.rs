@@ -8,10 +8,14 @@
 #![no_std]
 #![no_main]
 
-mod frame;
 mod maps;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
 use aya_log_ebpf::debug;
 use voipdetect_common::{
     FlowCounters, FlowKey, Stat,
@@ -21,10 +25,9 @@ use voipdetect_common::{
     parse::parse_ethernet,
 };
 
-use crate::{
-    frame::Frame,
-    maps::{BLOCKLIST, FLOWS, block_gen, count},
-};
+use voipdetect_ebpf::frame::Frame;
+
+use crate::maps::{BLOCKLIST, FLOWS, block_gen, count};
 
 /// `bpf_map_update_elem` flag: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -39,10 +42,8 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let generation = block_gen();
-    let Some(flow) = flow_entry(&ctx, &pkt.key, now, generation) else {
+    let Some(flow) = flow_entry(&ctx, &pkt.key, generation) else {
         count(Stat::FlowTableFull);
         return xdp_action::XDP_PASS;
     };
@@ -50,10 +51,22 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
     // valid for this program run (RCU), and concurrent writers are covered
     // by FlowCounters' concurrency contract.
     let flow = unsafe { &mut *flow };
-    if blocked(&ctx, flow, &pkt.key, now, generation) {
-        count_drop(flow, now);
-        count(Stat::Dropped);
-        return xdp_action::XDP_DROP;
+    if flow.verdict_gen != generation || flow.blocked_until_ns != 0 {
+        // The coarse clock (a jiffy's resolution) is plenty for a deadline
+        // and costs a fraction of the precise one, which only the
+        // inter-arrival histogram of passed packets needs.
+        // SAFETY: helper without preconditions.
+        let coarse = unsafe { bpf_ktime_get_coarse_ns() };
+        if blocked(&ctx, flow, &pkt.key, coarse, generation) {
+            count_drop(flow, coarse.max(flow.last_seen_ns));
+            count(Stat::Dropped);
+            return xdp_action::XDP_DROP;
+        }
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if flow.first_seen_ns == 0 {
+        flow.first_seen_ns = now;
     }
     update(flow, &pkt, inspect(&frame, &pkt), now);
     if pkt.payload_len == 0 {
@@ -73,7 +86,7 @@ static ZERO_FLOW: FlowCounters = FlowCounters::ZERO;
     clippy::needless_borrows_for_generic_args,
     reason = "by value, the 120-byte template would be copied onto the stack"
 )]
-fn flow_entry(ctx: &XdpContext, key: &FlowKey, now: u64, generation: u32) -> Option<*mut FlowCounters> {
+fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32) -> Option<*mut FlowCounters> {
     if let Some(c) = FLOWS.get_ptr_mut(key) {
         return Some(c);
     }
@@ -82,8 +95,7 @@ fn flow_entry(ctx: &XdpContext, key: &FlowKey, now: u64, generation: u32) -> Opt
         let c = FLOWS.get_ptr_mut(key)?;
         // SAFETY: just created by this CPU; valid for this program run.
         let c = unsafe { &mut *c };
-        c.first_seen_ns = now;
-        c.last_seen_ns = now;
+        // first_seen_ns is set from the precise clock by the first update.
         c.ifindex = ctx.ingress_ifindex() as u32;
         // Any value but `generation`: a new flow checks the blocklist on its first packet.
         c.verdict_gen = !generation;

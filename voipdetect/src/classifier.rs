@@ -93,6 +93,10 @@ pub struct Thresholds {
     pub one_way_settle_s: f64,
     /// ...or once it has been silent this long (a short stream that ended).
     pub one_way_ended_s: f64,
+    /// Packets a new flow needs before the controller keeps state for it:
+    /// one or two packets cannot be judged, and a flood of such flows must
+    /// not cost controller memory.
+    pub min_packets_tracked: u32,
     /// Shortest window over which structural hints (STUN/DTLS/RTCP seen)
     /// let a voice-shaped conversation be called early.
     pub hinted_min_span_s: f64,
@@ -122,6 +126,7 @@ impl Default for Thresholds {
             one_way_settle_s: 1.0,
             one_way_ended_s: 0.5,
             hinted_min_span_s: 0.5,
+            min_packets_tracked: 3,
         }
     }
 }

@@ -11,7 +11,7 @@ use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
 use crate::{
     classifier::{Classifier, Finding, Hints, Thresholds, WindowJudgement},
-    window::DirWindow,
+    window::{DirWindow, Snap},
 };
 
 pub const NS_PER_SEC: u64 = 1_000_000_000;
@@ -116,12 +116,18 @@ pub struct PollOutput {
     pub commands: Vec<Command>,
 }
 
+/// What the controller keeps about one direction between polls.
 #[derive(Clone, Debug)]
 struct DirState {
     /// Counters at the start of the current window.
-    start: FlowCounters,
+    start: Snap,
     /// Counters at the latest poll.
-    cur: FlowCounters,
+    cur: Snap,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    ifindex: u32,
+    rtp_ssrc: u32,
+    rtp_ts_step: u16,
     /// In-sequence RTP packets of the previous window: structure is judged
     /// over two windows, so a slow stream (WhatsApp sends 8 packets/s) is
     /// not cut in half by a window edge.
@@ -130,7 +136,26 @@ struct DirState {
 
 impl DirState {
     fn fresh(c: &FlowCounters) -> Self {
-        Self { start: FlowCounters::new(c.first_seen_ns, c.ifindex), cur: *c, prev_rtp_ok: 0 }
+        let mut d = Self {
+            start: Snap::default(),
+            cur: Snap::default(),
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+            ifindex: c.ifindex,
+            rtp_ssrc: 0,
+            rtp_ts_step: 0,
+            prev_rtp_ok: 0,
+        };
+        d.read(c);
+        d
+    }
+
+    fn read(&mut self, c: &FlowCounters) {
+        self.cur = Snap::of(c);
+        self.first_seen_ns = c.first_seen_ns;
+        self.last_seen_ns = c.last_seen_ns;
+        self.rtp_ssrc = c.rtp_ssrc;
+        self.rtp_ts_step = c.rtp_ts_step;
     }
 }
 
@@ -150,8 +175,9 @@ struct ActiveVerdict {
 
 #[derive(Clone, Debug)]
 struct Conv {
-    /// [canonical direction, reverse direction]
-    dirs: [Option<DirState>; 2],
+    /// [canonical direction, reverse direction], boxed: most
+    /// conversations (scans, floods, lookups) only ever have one.
+    dirs: [Option<Box<DirState>>; 2],
     win_start_ns: u64,
     /// Consecutive call-like windows, and which sides spoke during them.
     streak: u32,
@@ -159,21 +185,21 @@ struct Conv {
     /// STUN/DTLS/RTCP seen so far in this conversation.
     hints: Hints,
     /// Reason of the latest call-like window.
-    reason: Option<String>,
-    verdict: Option<ActiveVerdict>,
+    reason: Option<Box<str>>,
+    verdict: Option<Box<ActiveVerdict>>,
 }
 
 impl Conv {
     fn last_activity(&self) -> u64 {
-        self.dirs.iter().flatten().map(|d| d.cur.last_seen_ns).max().unwrap_or(0)
+        self.dirs.iter().flatten().map(|d| d.last_seen_ns).max().unwrap_or(0)
     }
     fn first_seen(&self) -> u64 {
-        self.dirs.iter().flatten().map(|d| d.cur.first_seen_ns).min().unwrap_or(0)
+        self.dirs.iter().flatten().map(|d| d.first_seen_ns).min().unwrap_or(0)
     }
     /// Index of the direction whose first packet came first.
     fn initiator(&self) -> usize {
         match &self.dirs {
-            [Some(a), Some(b)] if b.cur.first_seen_ns < a.cur.first_seen_ns => 1,
+            [Some(a), Some(b)] if b.first_seen_ns < a.first_seen_ns => 1,
             [None, Some(_)] => 1,
             _ => 0,
         }
@@ -212,6 +238,9 @@ impl Controller {
         let idx = usize::from(!key.is_canonical());
         let conv = match self.convs.entry(canonical) {
             Entry::Occupied(e) => e.into_mut(),
+            // A flow of a packet or two with no media hint cannot be judged
+            // yet: no state until it has more (floods and scans cost nothing).
+            Entry::Vacant(_) if !worth_tracking(c, self.cfg.thresholds.min_packets_tracked) => return,
             Entry::Vacant(e) => {
                 e.insert(Conv {
                     dirs: [None, None],
@@ -225,10 +254,10 @@ impl Controller {
             }
         };
         match &mut conv.dirs[idx] {
-            Some(d) if d.cur.first_seen_ns == c.first_seen_ns => d.cur = *c,
+            Some(d) if d.first_seen_ns == c.first_seen_ns => d.read(c),
             // New direction, or the kernel evicted and recreated the entry:
             // its counters restarted from zero.
-            slot => *slot = Some(DirState::fresh(c)),
+            slot => *slot = Some(Box::new(DirState::fresh(c))),
         }
     }
 
@@ -243,9 +272,9 @@ impl Controller {
             let window_done = now_ns.saturating_sub(conv.win_start_ns) >= cfg.window_ns;
             let windows = conv.dirs.each_ref().map(|d| {
                 d.as_ref().map(|d| {
-                    let from = conv.win_start_ns.max(d.cur.first_seen_ns);
+                    let from = conv.win_start_ns.max(d.first_seen_ns);
                     let span = now_ns.saturating_sub(from) as f64 / NS_PER_SEC as f64;
-                    let mut w = DirWindow::between(&d.start, &d.cur, span);
+                    let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step);
                     w.rtp_ok += d.prev_rtp_ok;
                     w
                 })
@@ -278,12 +307,12 @@ impl Controller {
                     WindowJudgement::Media { reason } => {
                         conv.streak += 1;
                         conv.talked = [true; 2];
-                        conv.reason = Some(reason);
+                        conv.reason = Some(reason.into());
                     }
                     WindowJudgement::Half { talker, reason } => {
                         conv.streak += 1;
                         conv.talked[talker] = true;
-                        conv.reason = Some(reason);
+                        conv.reason = Some(reason.into());
                     }
                     WindowJudgement::Hold => {}
                     WindowJudgement::Other => {
@@ -292,7 +321,7 @@ impl Controller {
                     }
                 }
                 if conv.streak >= cfg.thresholds.windows_needed && conv.talked == [true; 2] {
-                    finding = conv.reason.take().map(|reason| Finding::Call { reason });
+                    finding = conv.reason.take().map(|reason| Finding::Call { reason: reason.into() });
                 }
             }
             // A call found on a conversation reported as one-way media
@@ -344,7 +373,7 @@ impl Controller {
                         entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
                     });
                 }
-                conv.verdict = Some(v);
+                conv.verdict = Some(Box::new(v));
             }
 
             if window_done {
@@ -383,6 +412,11 @@ impl Controller {
     }
 }
 
+/// Whether a flow seen for the first time deserves state yet.
+fn worth_tracking(c: &FlowCounters, min_packets: u32) -> bool {
+    c.packets.saturating_add(c.empty) >= min_packets || c.rtp_ok > 0 || c.stun > 0 || c.dtls > 0 || c.rtcp > 0
+}
+
 /// Combined payload rate and mean size of both directions.
 fn totals(dirs: [Option<&DirWindow>; 2]) -> (f64, f64) {
     let (mut pps, mut packets, mut bytes) = (0.0, 0u64, 0u64);
@@ -397,7 +431,7 @@ fn totals(dirs: [Option<&DirWindow>; 2]) -> (f64, f64) {
 fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &ActiveVerdict, end_ns: u64) -> Event {
     let init = v.sender.unwrap_or_else(|| conv.initiator());
     let key = dir_keys(canonical)[init];
-    let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.cur.ifindex);
+    let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.ifindex);
     let first_seen_ns = conv.first_seen();
     Event {
         kind,

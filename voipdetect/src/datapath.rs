@@ -4,13 +4,14 @@
 
 use std::{
     ffi::CString,
+    os::fd::{AsFd as _, AsRawFd as _},
     time::Duration,
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use log::{info, warn};
@@ -101,8 +102,13 @@ pub struct Datapath {
     stats: PerCpuArray<MapData, u64>,
     control: Array<MapData, Control>,
     block_gen: u32,
+    /// Whether batch lookups work on this kernel (cleared on the first refusal).
+    batch_ok: std::cell::Cell<bool>,
     ebpf: Ebpf,
 }
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH_CHUNK: usize = 4096;
 
 /// The index of a network interface in this network namespace.
 pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
@@ -182,7 +188,16 @@ impl Datapath {
         let blocklist = HashMap::try_from(take(&mut ebpf, BLOCKLIST)?).context(BLOCKLIST)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, STATS)?).context(STATS)?;
         let control = Array::try_from(take(&mut ebpf, CONTROL)?).context(CONTROL)?;
-        Ok(Self { attachments: Vec::new(), flows, blocklist, stats, control, block_gen: 0, ebpf })
+        Ok(Self {
+            attachments: Vec::new(),
+            flows,
+            blocklist,
+            stats,
+            control,
+            block_gen: 0,
+            batch_ok: std::cell::Cell::new(true),
+            ebpf,
+        })
     }
 
     fn program(&mut self) -> anyhow::Result<&mut Xdp> {
@@ -239,8 +254,25 @@ impl Datapath {
         }
     }
 
-    /// Calls `f` for every tracked direction-flow.
+    /// Calls `f` for every tracked direction-flow: in batches where the
+    /// kernel supports it, else entry by entry.
     pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
+        if self.batch_ok.get() {
+            match crate::batch::for_each(self.flows.map().fd().as_fd(), BATCH_CHUNK, &mut f) {
+                Ok(n) => return Ok(n),
+                Err(crate::batch::BatchError::Unsupported) => {
+                    warn!("BPF_MAP_LOOKUP_BATCH unsupported: reading the flow map entry by entry");
+                    self.batch_ok.set(false);
+                }
+                Err(e) => return Err(e).context("reading the flow map"),
+            }
+        }
+        self.for_each_flow_by_key(f)
+    }
+
+    /// Calls `f` for every tracked direction-flow, one `get_next_key` and
+    /// one lookup per entry (the fallback, and the benchmark's reference).
+    pub fn for_each_flow_by_key(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
         let mut n = 0;
         for item in self.flows.iter() {
             match item {
@@ -259,6 +291,24 @@ impl Datapath {
     /// One flow's counters, if tracked.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowCounters> {
         self.flows.get(key, 0).ok()
+    }
+
+    /// Writes a flow entry from userspace (benchmarks fill the map this way).
+    pub fn insert_flow(&mut self, key: &FlowKey, c: &FlowCounters) -> anyhow::Result<()> {
+        self.flows.insert(key, c, 0).context("writing the flow map")
+    }
+
+    /// The flow map's kernel memory as `/proc/self/fdinfo` reports it, and
+    /// its capacity.
+    pub fn flow_map_memory(&self) -> anyhow::Result<(u64, u32)> {
+        let fd = self.flows.map().fd().as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).context("reading fdinfo")?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let memlock = field("memlock:").ok_or_else(|| anyhow!("no memlock in fdinfo"))?;
+        let max = field("max_entries:").ok_or_else(|| anyhow!("no max_entries in fdinfo"))?;
+        Ok((memlock, max as u32))
     }
 
     /// Forgets a flow (the controller evicts idle flows).

@@ -1,5 +1,7 @@
 //! voipdetect's controller library: the loader, the classifier and the
 //! drivers shared by the binary, the tests and the benchmarks.
+pub mod batch;
+pub mod bench;
 pub mod capture;
 pub mod classifier;
 pub mod controller;

@@ -31,17 +31,58 @@ fn d16(a: u16, b: u16) -> u32 {
     u32::from(b.wrapping_sub(a))
 }
 
+/// The differenced part of a direction's counters: what the controller
+/// keeps between polls (72 bytes instead of the map value's 120).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snap {
+    pub bytes: u64,
+    pub packets: u32,
+    pub empty: u32,
+    pub dropped: u32,
+    pub iat: [u16; IAT_BUCKETS],
+    pub size: [u16; SIZE_BUCKETS],
+    pub rtp_ok: u16,
+    pub rtcp: u16,
+    pub stun: u16,
+    pub dtls: u16,
+    pub framed: u16,
+}
+
+impl Snap {
+    pub fn of(c: &FlowCounters) -> Self {
+        Self {
+            bytes: c.bytes,
+            packets: c.packets,
+            empty: c.empty,
+            dropped: c.dropped,
+            iat: c.iat_hist,
+            size: c.size_hist,
+            rtp_ok: c.rtp_ok,
+            rtcp: c.rtcp,
+            stun: c.stun,
+            dtls: c.dtls,
+            framed: c.framed,
+        }
+    }
+}
+
 impl DirWindow {
-    /// Activity from `start` to `end` over `span_s` seconds. Counters are
-    /// differenced with wrap-around (see `FlowCounters`).
+    /// Activity between two full counter readings over `span_s` seconds.
     pub fn between(start: &FlowCounters, end: &FlowCounters, span_s: f64) -> Self {
+        Self::between_snaps(&Snap::of(start), &Snap::of(end), span_s, end.rtp_ssrc, end.rtp_ts_step)
+    }
+
+    /// Activity from `start` to `end` over `span_s` seconds. Counters are
+    /// differenced with wrap-around (see `FlowCounters`); `rtp_ssrc` and
+    /// `rtp_ts_step` are the latest values, not differences.
+    pub fn between_snaps(start: &Snap, end: &Snap, span_s: f64, rtp_ssrc: u32, rtp_ts_step: u16) -> Self {
         let mut iat = [0; IAT_BUCKETS];
         for (i, v) in iat.iter_mut().enumerate() {
-            *v = d16(start.iat_hist[i], end.iat_hist[i]);
+            *v = d16(start.iat[i], end.iat[i]);
         }
         let mut size = [0; SIZE_BUCKETS];
         for (i, v) in size.iter_mut().enumerate() {
-            *v = d16(start.size_hist[i], end.size_hist[i]);
+            *v = d16(start.size[i], end.size[i]);
         }
         Self {
             span_s,
@@ -56,8 +97,8 @@ impl DirWindow {
             stun: d16(start.stun, end.stun),
             dtls: d16(start.dtls, end.dtls),
             framed: d16(start.framed, end.framed),
-            rtp_ssrc: end.rtp_ssrc,
-            rtp_ts_step: u32::from(end.rtp_ts_step),
+            rtp_ssrc,
+            rtp_ts_step: u32::from(rtp_ts_step),
         }
     }
 

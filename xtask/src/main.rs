@@ -42,6 +42,11 @@ enum Task {
     Test,
     /// Accuracy report: the shared labelled captures and the generated corpus, scored.
     Eval,
+    /// Performance benchmarks (release build): `cargo xtask bench [--quick] [per-packet|veth|poll|replay ...]`.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// clippy on the userspace crates and on the eBPF crate (its own target).
     Clippy,
 }
@@ -130,8 +135,18 @@ fn test() -> anyhow::Result<()> {
     run(cargo()
         .args(["test", "--package", "voipdetect-tests", "--test", "lab", "--", "--test-threads=1"])
         .env("VOIPDETECT_BIN", &bin))?;
+    println!("xtask: benchmarks in quick mode (they must keep working)");
+    run(cargo().args(["build", "--release", "--package", "voipdetect"]))?;
+    exec(&target_dir().join("release").join("voipdetect-bench"), &["--quick".to_owned()])?;
     println!("xtask: all test tiers passed");
     Ok(())
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    setup::packages(setup::BENCH_PACKAGES)?;
+    build(true)?;
+    let bin = target_dir().join("release").join("voipdetect-bench");
+    exec(&bin, args)
 }
 
 fn exec(bin: &Path, args: &[String]) -> anyhow::Result<()> {
@@ -155,6 +170,7 @@ fn main() -> ExitCode {
         }),
         Task::Test => test(),
         Task::Eval => build(false).and_then(|bin| eval::eval(&bin)),
+        Task::Bench { args } => bench(&args),
         Task::Clippy => clippy(),
     };
     match result {

@@ -11,8 +11,13 @@ use crate::{root, run};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the test tiers use: `ip` for the lab, `sipp` for the SIP
-/// user-agent test, tcpdump to watch what reaches its receiver.
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps", "sip-tester", "tcpdump"];
+/// user-agent test, tcpdump to watch what reaches its receiver, and what the
+/// benchmarks' quick mode (part of the tests) compares against.
+pub const TEST_PACKAGES: &[&str] =
+    &["iproute2", "procps", "sip-tester", "tcpdump", "nftables", "tshark", "ethtool"];
+/// The benchmarks: nftables and tshark are the references, ethtool turns on
+/// GRO for veth receivers without XDP.
+pub const BENCH_PACKAGES: &[&str] = &["iproute2", "procps", "nftables", "tshark", "ethtool"];
 /// The demo needs only the lab.
 pub const DEMO_PACKAGES: &[&str] = &["iproute2", "procps"];
 

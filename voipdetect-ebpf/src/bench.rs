@@ -1,0 +1,67 @@
+//! Reference XDP programs for the benchmarks, measured side by side with
+//! the production program so every figure is a ratio taken in one run.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    bindings::xdp_action,
+    helpers::bpf_redirect,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+use voipdetect_common::parse::parse_ethernet;
+use voipdetect_ebpf::frame::Frame;
+
+/// Packets seen by `bench_count_drop`.
+#[map(name = "BENCH_COUNT")]
+static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where `bench_redirect` sends its frames (set at load time).
+#[unsafe(no_mangle)]
+static REDIRECT_IFINDEX: Global<u32> = Global::new(0);
+
+/// The floor: an XDP program that does nothing.
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// A plain drop that counts what it drops (the end-to-end reference).
+#[xdp]
+pub fn bench_count_drop(_ctx: XdpContext) -> u32 {
+    if let Some(c) = COUNT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot of this CPU.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
+/// The parser alone, the result kept alive so it is not optimised away.
+#[xdp]
+pub fn bench_parse(ctx: XdpContext) -> u32 {
+    let frame = Frame::new(&ctx);
+    let r = parse_ethernet(&frame).map(|p| p.payload_len);
+    core::hint::black_box(r.is_ok());
+    xdp_action::XDP_PASS
+}
+
+/// The packet generator: run with BPF_PROG_TEST_RUN in live-frames mode,
+/// every frame is transmitted out of the interface `REDIRECT_IFINDEX`.
+#[xdp]
+pub fn bench_redirect(_ctx: XdpContext) -> u32 {
+    // SAFETY: helper without memory arguments.
+    unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
