@@ -210,7 +210,9 @@ impl Conv {
 pub struct Controller {
     cfg: Config,
     classifier: Classifier,
-    convs: HashMap<FlowKey, Conv>,
+    /// foldhash: fast for a million tuples hashed every poll, and seeded
+    /// per process, so a sender choosing its 5-tuples cannot aim collisions.
+    convs: HashMap<FlowKey, Conv, foldhash::fast::RandomState>,
 }
 
 fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
@@ -220,7 +222,7 @@ fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
 impl Controller {
     pub fn new(cfg: Config) -> Self {
         let classifier = Classifier::new(cfg.thresholds.clone());
-        Self { cfg, classifier, convs: HashMap::new() }
+        Self { cfg, classifier, convs: HashMap::default() }
     }
 
     pub fn config(&self) -> &Config {
