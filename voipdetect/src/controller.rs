@@ -37,6 +37,8 @@ pub struct Config {
     /// Also block media that flows one way only (music on hold, broadcast legs).
     pub block_one_way: bool,
     pub thresholds: Thresholds,
+    /// Conversations never blocked (reported only).
+    pub allowlist: crate::config::Allowlist,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             idle_ns: 30 * NS_PER_SEC,
             block_one_way: false,
             thresholds: Thresholds::default(),
+            allowlist: Default::default(),
         }
     }
 }
@@ -96,6 +99,12 @@ pub struct Event {
     pub duration_s: f64,
     /// Conversation's first packet.
     pub first_seen_ns: u64,
+    /// Latest packet of either direction.
+    pub last_seen_ns: u64,
+    /// Packets (all kinds, dropped included) and payload bytes, initiator's
+    /// direction first.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
 }
 
 /// A change the driver applies to the kernel maps.
@@ -234,6 +243,11 @@ impl Controller {
         self.convs.len()
     }
 
+    /// Conversations currently blocked.
+    pub fn blocked(&self) -> usize {
+        self.convs.values().filter(|c| c.verdict.as_ref().is_some_and(|v| v.action == Action::Blocked)).count()
+    }
+
     /// Records one direction's counters as read in this poll.
     pub fn observe(&mut self, key: &FlowKey, c: &FlowCounters) {
         let canonical = key.canonical();
@@ -352,10 +366,16 @@ impl Controller {
                 }
             }
             if let Some(f) = finding {
-                let (label, reason, blockable, sender) = match f {
+                let (label, mut reason, blockable, sender) = match f {
                     Finding::Call { reason } => (Label::Voip, reason, true, None),
                     Finding::OneWay { dir, reason } => (Label::Media, reason, cfg.block_one_way, Some(dir)),
                 };
+                // Checked before any verdict is written to the blocklist.
+                let allowed = blockable && cfg.mode == Mode::Block && cfg.allowlist.covers(canonical);
+                if allowed {
+                    reason.push_str(" (allowlisted)");
+                }
+                let blockable = blockable && !allowed;
                 let action = if cfg.mode == Mode::Block && blockable { Action::Blocked } else { Action::Reported };
                 let (pps, mean_size) = totals(dirs);
                 let v = ActiveVerdict {
@@ -435,6 +455,13 @@ fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &Acti
     let key = dir_keys(canonical)[init];
     let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.ifindex);
     let first_seen_ns = conv.first_seen();
+    let order = [init, 1 - init];
+    let tot = |i: usize| {
+        conv.dirs[i].as_ref().map_or((0, 0), |d| {
+            (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes)
+        })
+    };
+    let (a, b) = (tot(order[0]), tot(order[1]));
     Event {
         kind,
         at_ns,
@@ -447,6 +474,9 @@ fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &Acti
         mean_size: v.mean_size,
         duration_s: end_ns.saturating_sub(first_seen_ns) as f64 / NS_PER_SEC as f64,
         first_seen_ns,
+        last_seen_ns: conv.last_activity(),
+        packets: [a.0, b.0],
+        bytes: [a.1, b.1],
     }
 }
 

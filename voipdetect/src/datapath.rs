@@ -4,6 +4,7 @@
 
 use std::{
     ffi::CString,
+    path::{Path, PathBuf},
     os::fd::{AsFd as _, AsRawFd as _},
     time::Duration,
 };
@@ -12,7 +13,11 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use log::{info, warn};
 use voipdetect_common::{
@@ -37,11 +42,19 @@ pub struct LoadOptions {
     pub block_entries: u32,
     /// Let the program's debug lines (new flow, block start) through.
     pub kernel_debug_log: bool,
+    /// Pin the maps and links here, and re-adopt what a previous run left
+    /// pinned there. `None`: nothing outlives the process.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { flow_entries: DEFAULT_FLOW_ENTRIES, block_entries: DEFAULT_BLOCK_ENTRIES, kernel_debug_log: false }
+        Self {
+            flow_entries: DEFAULT_FLOW_ENTRIES,
+            block_entries: DEFAULT_BLOCK_ENTRIES,
+            kernel_debug_log: false,
+            pin_dir: None,
+        }
     }
 }
 
@@ -66,6 +79,10 @@ struct Attachment {
     ifindex: u32,
     mode: AttachMode,
     link: XdpLinkId,
+    /// Where the link is pinned, if it is.
+    pin: Option<PathBuf>,
+    /// Taken over from an earlier run's pin rather than attached anew.
+    adopted: bool,
 }
 
 /// Global counters summed over CPUs, indexed like [`Stat`].
@@ -93,18 +110,100 @@ impl Stats {
     }
 }
 
-/// The loaded program and its maps.
-pub struct Datapath {
-    // Field order matters: attachments go first on drop (see Drop).
-    attachments: Vec<Attachment>,
+/// The program's maps: owned by a loaded [`Datapath`], or opened from their
+/// pins by the `flows`, `block`, `unblock` and `status` commands while a
+/// controller runs in another process.
+pub struct Maps {
     flows: HashMap<MapData, FlowKey, FlowCounters>,
     blocklist: HashMap<MapData, FlowKey, BlockEntry>,
     stats: PerCpuArray<MapData, u64>,
     control: Array<MapData, Control>,
-    block_gen: u32,
     /// Whether batch lookups work on this kernel (cleared on the first refusal).
     batch_ok: std::cell::Cell<bool>,
+}
+
+/// The loaded program and its maps.
+pub struct Datapath {
+    // Field order matters: attachments go first on drop (see Drop).
+    attachments: Vec<Attachment>,
+    maps: Maps,
+    pin_dir: Option<PathBuf>,
+    /// Leave links and pins in place when dropped (`run --keep-attached`
+    /// after a clean start); otherwise every drop detaches and unpins.
+    keep_on_drop: bool,
+    /// Whether the maps came from an earlier run's pins.
+    adopted_maps: bool,
     ebpf: Ebpf,
+}
+
+impl std::ops::Deref for Datapath {
+    type Target = Maps;
+    fn deref(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+impl std::ops::DerefMut for Datapath {
+    fn deref_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+}
+
+/// File name of the pin of the link on `iface`.
+pub fn link_pin_name(iface: &str) -> String {
+    format!("link-{iface}")
+}
+
+/// bpffs's magic number (linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn on_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: a zeroed statfs is a valid out-buffer; `c` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Makes sure `dir` can hold pins: mounts the BPF filesystem on
+/// /sys/fs/bpf when it is not there yet (as bpftool and Cilium do), and
+/// refuses a directory on any other filesystem.
+fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    if on_bpffs(existing) {
+        return Ok(());
+    }
+    if dir.starts_with(root) && existing.starts_with("/sys") {
+        let (src, target, fstype) = (c"bpf", CString::new("/sys/fs/bpf")?, c"bpf");
+        // SAFETY: NUL-terminated strings; a plain mount of a pseudo filesystem.
+        let r = unsafe {
+            libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, c"mode=0700".as_ptr().cast())
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("mounting the BPF filesystem on /sys/fs/bpf");
+        }
+        info!("mounted the BPF filesystem on /sys/fs/bpf");
+        return Ok(());
+    }
+    bail!("pin directory {} is not on a BPF filesystem (mount -t bpf bpf DIR)", dir.display())
+}
+
+/// Makes a pinned object readable and writable by root only.
+fn restrict(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))
+}
+
+/// The XDP program attached to an interface, if any: (id, name), from
+/// `ip -details -json link show`.
+fn attached_xdp(iface: &str) -> Option<(u64, String)> {
+    let out = std::process::Command::new("ip").args(["-details", "-json", "link", "show", "dev", iface]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let xdp = &v.get(0)?["xdp"];
+    let prog = if xdp["prog"].is_object() { &xdp["prog"] } else { &xdp["attached"][0]["prog"] };
+    Some((prog["id"].as_u64()?, prog["name"].as_str().unwrap_or("").to_owned()))
 }
 
 /// Entries per `BPF_MAP_LOOKUP_BATCH` call.
@@ -158,102 +257,40 @@ pub fn check_privileges() -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Datapath {
-    /// Loads the program and creates its maps; attaches nothing yet.
-    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
-        if opts.flow_entries == 0 || opts.block_entries == 0 {
-            bail!("map sizes must be at least 1");
-        }
-        check_privileges()?;
-        let level = if opts.kernel_debug_log { LOG_LEVEL_DEBUG } else { LOG_LEVEL_OFF };
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOWS, opts.flow_entries)
-            .map_max_entries(BLOCKLIST, opts.block_entries)
-            .override_global(LOG_LEVEL_GLOBAL, &level, true)
-            .load(OBJECT)
-            .context("loading the XDP object")?;
-        if opts.kernel_debug_log {
-            match aya_log::EbpfLogger::init(&mut ebpf) {
-                Ok(logger) => spawn_log_reader(logger),
-                Err(e) => warn!("kernel debug log unavailable: {e}"),
-            }
-        }
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
-            .try_into()
-            .context("program type")?;
-        program.load().context("verifying the XDP program")?;
-        let flows = HashMap::try_from(take(&mut ebpf, FLOWS)?).context(FLOWS)?;
-        let blocklist = HashMap::try_from(take(&mut ebpf, BLOCKLIST)?).context(BLOCKLIST)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, STATS)?).context(STATS)?;
-        let control = Array::try_from(take(&mut ebpf, CONTROL)?).context(CONTROL)?;
+const MAP_NAMES: [&str; 4] = [FLOWS, BLOCKLIST, STATS, CONTROL];
+
+impl Maps {
+    fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         Ok(Self {
-            attachments: Vec::new(),
-            flows,
-            blocklist,
-            stats,
-            control,
-            block_gen: 0,
+            flows: HashMap::try_from(take(ebpf, FLOWS)?).context(FLOWS)?,
+            blocklist: HashMap::try_from(take(ebpf, BLOCKLIST)?).context(BLOCKLIST)?,
+            stats: PerCpuArray::try_from(take(ebpf, STATS)?).context(STATS)?,
+            control: Array::try_from(take(ebpf, CONTROL)?).context(CONTROL)?,
             batch_ok: std::cell::Cell::new(true),
-            ebpf,
         })
     }
 
-    fn program(&mut self) -> anyhow::Result<&mut Xdp> {
-        Ok(self.ebpf.program_mut(PROGRAM).ok_or_else(|| anyhow!("program {PROGRAM} missing"))?.try_into()?)
-    }
-
-    /// Attaches to `iface` in native (driver) mode, falling back to generic
-    /// mode when the driver has no XDP support.
-    pub fn attach(&mut self, iface: &str) -> anyhow::Result<AttachMode> {
-        let ifindex = ifindex(iface)?;
-        if self.attachments.iter().any(|a| a.ifindex == ifindex) {
-            bail!("interface {iface} named twice");
-        }
-        let program = self.program()?;
-        let (link, mode) = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
-            Ok(link) => (link, AttachMode::Native),
-            Err(native) => {
-                match program.attach_to_if_index(ifindex, XdpMode::Skb) {
-                    Ok(link) => {
-                        warn!("{iface}: native XDP unavailable ({native}); attached in generic mode, which is slower");
-                        (link, AttachMode::Generic)
-                    }
-                    Err(generic) => {
-                        return Err(anyhow!(
-                            "attaching XDP to {iface} failed: native mode: {native}; generic mode: {generic}"
-                        ));
-                    }
-                }
-            }
+    /// Opens the maps a running controller pinned in `dir`.
+    pub fn open_pinned(dir: &Path) -> anyhow::Result<Self> {
+        check_privileges()?;
+        let open = |name: &str| -> anyhow::Result<aya::maps::Map> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| {
+                anyhow!("no voipdetect maps pinned at {} ({e}); is `voipdetect run` running with that --pin-dir?", dir.display())
+            })?;
+            Ok(aya::maps::Map::from_map_data(data)?)
         };
-        info!("attached to {iface} (ifindex {ifindex}, {} mode)", mode.as_str());
-        self.attachments.push(Attachment { iface: iface.to_owned(), ifindex, mode, link });
-        Ok(mode)
+        Ok(Self {
+            flows: HashMap::try_from(open(FLOWS)?).context(FLOWS)?,
+            blocklist: HashMap::try_from(open(BLOCKLIST)?).context(BLOCKLIST)?,
+            stats: PerCpuArray::try_from(open(STATS)?).context(STATS)?,
+            control: Array::try_from(open(CONTROL)?).context(CONTROL)?,
+            batch_ok: std::cell::Cell::new(true),
+        })
     }
+}
 
-    /// Interfaces attached, with their mode.
-    pub fn attached(&self) -> impl Iterator<Item = (&str, u32, AttachMode)> {
-        self.attachments.iter().map(|a| (a.iface.as_str(), a.ifindex, a.mode))
-    }
-
-    /// Detaches from every interface.
-    pub fn detach_all(&mut self) {
-        let links: Vec<_> = self.attachments.drain(..).collect();
-        if links.is_empty() {
-            return;
-        }
-        if let Some(Ok(program)) = self.ebpf.program_mut(PROGRAM).map(<&mut Xdp>::try_from) {
-            for a in links {
-                match program.detach(a.link) {
-                    Ok(()) => info!("detached from {}", a.iface),
-                    Err(e) => warn!("detaching from {}: {e}", a.iface),
-                }
-            }
-        }
-    }
-
+impl Maps {
     /// Calls `f` for every tracked direction-flow: in batches where the
     /// kernel supports it, else entry by entry.
     pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
@@ -352,10 +389,13 @@ impl Datapath {
     /// Bumps the generation so flows re-read the blocklist. Must follow the
     /// blocklist write (see `Control::block_gen`).
     fn publish(&mut self) -> anyhow::Result<()> {
-        self.block_gen = self.block_gen.wrapping_add(1);
-        self.control
-            .set(0, Control { block_gen: self.block_gen, _pad: 0 }, 0)
-            .context("publishing the blocklist generation")
+        // Read, then move on to a value no writer has used: the controller
+        // and `voipdetect block` may both write, and a flow must see every
+        // change as a change.
+        let cur = self.control.get(&0, 0).map(|c| c.block_gen).unwrap_or(0);
+        let micros = (crate::run::monotonic_ns() / 1_000) as u32;
+        let next = if micros != cur && micros.wrapping_sub(cur) < u32::MAX / 2 { micros } else { cur.wrapping_add(1) };
+        self.control.set(0, Control { block_gen: next, _pad: 0 }, 0).context("publishing the blocklist generation")
     }
 
     /// Global counters summed over CPUs.
@@ -366,6 +406,192 @@ impl Datapath {
             *slot = values.iter().sum();
         }
         Ok(s)
+    }
+
+}
+
+impl Datapath {
+    /// Loads the program and creates its maps (or re-adopts pinned ones);
+    /// attaches nothing yet.
+    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        if opts.flow_entries == 0 || opts.block_entries == 0 {
+            bail!("map sizes must be at least 1");
+        }
+        check_privileges()?;
+        let level = if opts.kernel_debug_log { LOG_LEVEL_DEBUG } else { LOG_LEVEL_OFF };
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(FLOWS, opts.flow_entries)
+            .map_max_entries(BLOCKLIST, opts.block_entries)
+            .override_global(LOG_LEVEL_GLOBAL, &level, true);
+        let mut adopted_maps = false;
+        let paths: Vec<(&str, PathBuf)> =
+            opts.pin_dir.iter().flat_map(|d| MAP_NAMES.iter().map(move |n| (*n, d.join(n)))).collect();
+        if let Some(dir) = &opts.pin_dir {
+            ensure_bpffs(dir)?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating the pin directory {}", dir.display()))?;
+            adopted_maps = paths.iter().all(|(_, p)| p.exists());
+            for (name, path) in &paths {
+                loader.map_pin_path(name, path.as_path());
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).context("loading the XDP object")?;
+        for (_, path) in &paths {
+            restrict(path)?;
+        }
+        if opts.kernel_debug_log {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => spawn_log_reader(logger),
+                Err(e) => warn!("kernel debug log unavailable: {e}"),
+            }
+        }
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
+            .try_into()
+            .context("program type")?;
+        program.load().context("verifying the XDP program")?;
+        let maps = Maps::from_ebpf(&mut ebpf)?;
+        if adopted_maps {
+            info!("re-adopted the maps pinned in {}", opts.pin_dir.as_deref().unwrap_or(Path::new("")).display());
+        }
+        Ok(Self { attachments: Vec::new(), maps, pin_dir: opts.pin_dir.clone(), keep_on_drop: false, adopted_maps, ebpf })
+    }
+
+    /// Whether the maps (and with them the blocklist) came from an earlier run.
+    pub fn adopted_maps(&self) -> bool {
+        self.adopted_maps
+    }
+
+    /// From now on, dropping this leaves the program attached and pinned.
+    pub fn keep_on_drop(&mut self, keep: bool) {
+        self.keep_on_drop = keep;
+    }
+
+    fn program(&mut self) -> anyhow::Result<&mut Xdp> {
+        Ok(self.ebpf.program_mut(PROGRAM).ok_or_else(|| anyhow!("program {PROGRAM} missing"))?.try_into()?)
+    }
+
+    /// Attaches to `iface` in native (driver) mode, falling back to generic
+    /// mode when the driver has no XDP support. With a pin directory, the
+    /// link is pinned, and a link an earlier run pinned for `iface` is taken
+    /// over (its program atomically replaced) instead of attaching twice.
+    pub fn attach(&mut self, iface: &str) -> anyhow::Result<AttachMode> {
+        let ifindex = ifindex(iface)?;
+        if self.attachments.iter().any(|a| a.ifindex == ifindex) {
+            bail!("interface {iface} named twice");
+        }
+        let pin = self.pin_dir.as_ref().map(|d| d.join(link_pin_name(iface)));
+        if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+            let link = PinnedLink::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
+            let link = XdpLink::try_from(FdLink::from(link)).context("pinned link is not an XDP link")?;
+            let link = self.program()?.attach_to_link(link).context("replacing the program of the pinned link")?;
+            info!("attached to {iface} (ifindex {ifindex}, re-adopted the link pinned at {})", pin.display());
+            self.attachments.push(Attachment {
+                iface: iface.to_owned(),
+                ifindex,
+                mode: AttachMode::Native,
+                link,
+                pin: Some(pin.clone()),
+                adopted: true,
+            });
+            return Ok(AttachMode::Native);
+        }
+        if let Some((id, name)) = attached_xdp(iface) {
+            let whose = if name == PROGRAM { "another voipdetect" } else { "another program" };
+            bail!(
+                "interface {iface} already has an XDP program attached ({whose}: {name:?}, id {id}); \
+                 stop it first, or run with the --pin-dir it was started with to take it over"
+            );
+        }
+        let program = self.program()?;
+        let (link, mode) = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(link) => (link, AttachMode::Native),
+            Err(native) => match program.attach_to_if_index(ifindex, XdpMode::Skb) {
+                Ok(link) => {
+                    warn!("{iface}: native XDP unavailable ({native}); attached in generic mode, which is slower");
+                    (link, AttachMode::Generic)
+                }
+                Err(generic) => {
+                    return Err(anyhow!(
+                        "attaching XDP to {iface} failed: native mode: {native}; generic mode: {generic}"
+                    ));
+                }
+            },
+        };
+        let (mut link, mut pinned) = (link, None);
+        if let Some(path) = pin {
+            match self.pin_link(link, &path) {
+                Ok(id) => (link, pinned) = (id, Some(path)),
+                Err(e) => {
+                    // The link went with the failed attempt: attach again, unpinned.
+                    warn!("{iface}: link not pinned ({e:#}); it will not outlive the controller");
+                    let mode = if mode == AttachMode::Native { XdpMode::Driver } else { XdpMode::Skb };
+                    link = self.program()?.attach_to_if_index(ifindex, mode)?;
+                }
+            }
+        }
+        info!("attached to {iface} (ifindex {ifindex}, {} mode)", mode.as_str());
+        self.attachments.push(Attachment { iface: iface.to_owned(), ifindex, mode, link, pin: pinned, adopted: false });
+        Ok(mode)
+    }
+
+    /// Pins a link the program owns; the program keeps owning it, under the
+    /// returned id.
+    fn pin_link(&mut self, link: XdpLinkId, path: &Path) -> anyhow::Result<XdpLinkId> {
+        let program = self.program()?;
+        let owned = program.take_link(link)?;
+        let fd = FdLink::try_from(owned).map_err(|e| anyhow!("only bpf_link attachments can be pinned ({e})"))?;
+        let pinned = fd.pin(path).with_context(|| format!("pinning {}", path.display()))?;
+        restrict(path)?;
+        let again = XdpLink::try_from(FdLink::from(pinned)).context("pinned link")?;
+        // Same program: the update is a no-op that hands ownership back.
+        Ok(self.program()?.attach_to_link(again)?)
+    }
+
+    /// Interfaces attached, with their mode.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, u32, AttachMode)> {
+        self.attachments.iter().map(|a| (a.iface.as_str(), a.ifindex, a.mode))
+    }
+
+    /// Detaches from every interface and removes every pin.
+    pub fn detach_all(&mut self) {
+        let links: Vec<_> = self.attachments.drain(..).collect();
+        for a in &links {
+            if let Some(pin) = &a.pin {
+                let _ = std::fs::remove_file(pin);
+            }
+        }
+        if let Some(Ok(program)) = self.ebpf.program_mut(PROGRAM).map(<&mut Xdp>::try_from) {
+            for a in links {
+                match program.detach(a.link) {
+                    Ok(()) => info!("detached from {}", a.iface),
+                    Err(e) => warn!("detaching from {}: {e}", a.iface),
+                }
+            }
+        }
+        self.unpin_maps();
+    }
+
+    /// Removes the map pins (and the pin directory when nothing else is in it).
+    fn unpin_maps(&mut self) {
+        let Some(dir) = &self.pin_dir else { return };
+        let links_left = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("link-")))
+            .unwrap_or(false);
+        if links_left {
+            // Another interface's link (of an earlier run) still uses them.
+            return;
+        }
+        for name in MAP_NAMES {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+
+    /// Interfaces whose links this run took over from an earlier one.
+    pub fn adopted_interfaces(&self) -> Vec<&str> {
+        self.attachments.iter().filter(|a| a.adopted).map(|a| a.iface.as_str()).collect()
     }
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN` and
@@ -386,6 +612,10 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
+        if self.keep_on_drop {
+            info!("leaving the program attached and pinned in {:?}", self.pin_dir);
+            return;
+        }
         self.detach_all();
     }
 }

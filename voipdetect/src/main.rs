@@ -1,12 +1,12 @@
 //! The voipdetect command line: flags, logging and signals; the work is in
 //! the library.
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use voipdetect::{
-    controller::{self, Mode, NS_PER_SEC},
-    datapath::LoadOptions,
-    run::{RunOptions, run},
+    config::{DEFAULT_PIN_DIR, Settings, parse_duration},
+    controller::Mode,
+    ops,
 };
 
 #[derive(Parser)]
@@ -22,20 +22,69 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Attach to interfaces and detect (and optionally block) calls until SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run captures (pcap, pcapng) through the same detection, one JSON line per conversation.
     Replay {
         /// Capture files.
         #[arg(required = true, value_name = "FILE")]
-        files: Vec<std::path::PathBuf>,
+        files: Vec<PathBuf>,
         #[command(flatten)]
         detect: DetectArgs,
+        /// Also draw packets per second of the busiest conversations, verdicts marked, as SVG.
+        #[arg(long, value_name = "OUT.svg")]
+        plot: Option<PathBuf>,
+    },
+    /// Tracked flows of the running controller, with current rates (reads its pinned maps).
+    Flows {
+        #[command(flatten)]
+        pins: PinArgs,
+        /// How long to watch for the rates.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block a conversation by hand (both directions): voipdetect block udp SRC DST [--ttl 10m].
+    Block {
+        #[command(flatten)]
+        pins: PinArgs,
+        #[arg(value_name = "PROTO")]
+        proto: String,
+        #[arg(value_name = "SRC")]
+        src: String,
+        #[arg(value_name = "DST")]
+        dst: String,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Lift a block by hand (both directions). The controller lists a call again if it goes on.
+    Unblock {
+        #[command(flatten)]
+        pins: PinArgs,
+        #[arg(value_name = "PROTO")]
+        proto: String,
+        #[arg(value_name = "SRC")]
+        src: String,
+        #[arg(value_name = "DST")]
+        dst: String,
+    },
+    /// Attached interfaces, mode and counters of the running (or kept) program.
+    Status {
+        #[command(flatten)]
+        pins: PinArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a program left attached and pinned (after --keep-attached or a crash).
+    Detach {
+        #[command(flatten)]
+        pins: PinArgs,
     },
     /// Write the traffic generator's catalogue of calls and look-alikes as labelled captures.
     Corpus {
         /// Directory for the captures, labels.tsv and split.tsv.
         #[arg(long)]
-        out: std::path::PathBuf,
+        out: PathBuf,
         /// Length of each flow.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=600))]
         seconds: u64,
@@ -48,70 +97,146 @@ enum Cmd {
     },
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 60s, 5m)"))?;
-    if d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
+#[derive(clap::Args)]
+struct PinArgs {
+    /// Where the controller pinned its maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
-/// Settings the live and the offline driver share.
+/// Detection settings the live and the offline driver share.
 #[derive(clap::Args)]
 struct DetectArgs {
-    /// How often the flow map is read (replay: on the capture's clock).
-    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = duration)]
-    poll_interval: Duration,
-    /// Classification window.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
-    window: Duration,
-    /// How long a verdict (and a block) lasts after the call's last packet.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
-    ttl: Duration,
-    /// Forget conversations idle this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
-    idle_timeout: Duration,
+    /// How often the flow map is read (replay: on the capture's clock) [default: 250ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    poll_interval: Option<Duration>,
+    /// Classification window [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    window: Option<Duration>,
+    /// How long a verdict (and a block) lasts after the call's last packet [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    /// Forget conversations idle this long [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
 }
 
 impl DetectArgs {
-    fn config(&self, mode: Mode, block_one_way: bool) -> controller::Config {
-        controller::Config {
-            mode,
-            window_ns: ns(self.window),
-            ttl_ns: ns(self.ttl),
-            idle_ns: ns(self.idle_timeout).max(NS_PER_SEC),
-            block_one_way,
-            ..Default::default()
+    fn apply(&self, s: &mut Settings) {
+        if let Some(v) = self.poll_interval {
+            s.poll_interval = v;
+        }
+        if let Some(v) = self.window {
+            s.window = v;
+        }
+        if let Some(v) = self.ttl {
+            s.ttl = v;
+        }
+        if let Some(v) = self.idle_timeout {
+            s.idle_timeout = v;
         }
     }
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// TOML configuration; flags given here override it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Interface to attach to; repeat for each side of a gateway.
-    #[arg(long = "iface", required = true, value_name = "IF")]
+    #[arg(long = "iface", value_name = "IF")]
     ifaces: Vec<String>,
-    /// monitor: report calls; block: also drop them.
-    #[arg(long, value_enum, default_value_t = Mode::Monitor)]
-    mode: Mode,
+    /// monitor: report calls; block: also drop them [default: monitor].
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     #[command(flatten)]
     detect: DetectArgs,
     /// Also block media flowing one way only (music on hold, broadcast legs).
     #[arg(long)]
     block_one_way: bool,
     /// Capacity of the kernel flow table (direction-flows).
-    #[arg(long, value_name = "N", default_value_t = voipdetect_common::maps::DEFAULT_FLOW_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
-    flow_entries: u32,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    flow_entries: Option<u32>,
     /// Capacity of the kernel blocklist.
-    #[arg(long, value_name = "N", default_value_t = voipdetect_common::maps::DEFAULT_BLOCK_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
-    block_entries: u32,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    block_entries: Option<u32>,
     /// One JSON object per event instead of text lines.
     #[arg(long)]
     json: bool,
+    /// Write events to this file (appended) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Write one record per call, when it ends or is released, to this file (appended).
+    #[arg(long, value_name = "FILE")]
+    call_records: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Replace addresses in events and records by a keyed hash (key: outputs.pseudonym_key or $VOIPDETECT_PSEUDONYM_KEY).
+    #[arg(long)]
+    pseudonymize_ips: bool,
+    /// Pin maps and links here, and take over what an earlier run left there.
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Pin nothing: the program lives and dies with this process.
+    #[arg(long, conflicts_with = "pin_dir")]
+    no_pin: bool,
+    /// On exit leave the program attached with its pinned maps (for a restart); default: detach and unpin.
+    #[arg(long)]
+    keep_attached: bool,
     /// Stop after this long instead of waiting for a signal.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
 }
 
-fn ns(d: Duration) -> u64 {
-    d.as_nanos().min(u128::from(u64::MAX)) as u64
+impl RunArgs {
+    fn settings(self) -> anyhow::Result<Settings> {
+        let mut s = match &self.config {
+            Some(p) => Settings::from_file(p)?,
+            None => Settings::default(),
+        };
+        if !self.ifaces.is_empty() {
+            s.interfaces = self.ifaces;
+        }
+        if let Some(m) = self.mode {
+            s.mode = m;
+        }
+        self.detect.apply(&mut s);
+        s.block_one_way |= self.block_one_way;
+        if let Some(v) = self.flow_entries {
+            s.flow_entries = v;
+        }
+        if let Some(v) = self.block_entries {
+            s.block_entries = v;
+        }
+        s.json |= self.json;
+        if self.events.is_some() {
+            s.events = self.events;
+        }
+        if self.call_records.is_some() {
+            s.call_records = self.call_records;
+        }
+        if self.metrics.is_some() {
+            s.metrics = self.metrics;
+        }
+        s.pseudonymize_ips |= self.pseudonymize_ips;
+        if let Ok(k) = std::env::var("VOIPDETECT_PSEUDONYM_KEY") {
+            s.pseudonym_key = Some(k);
+        }
+        if self.no_pin {
+            s.pin_dir = None;
+        } else if self.pin_dir.is_some() {
+            s.pin_dir = self.pin_dir;
+        }
+        s.keep_attached |= self.keep_attached;
+        if s.keep_attached && s.pin_dir.is_none() {
+            anyhow::bail!("--keep-attached needs pinning (drop --no-pin)");
+        }
+        if self.duration.is_some() {
+            s.duration = self.duration;
+        }
+        Ok(s)
+    }
 }
 
 fn main() -> ExitCode {
@@ -141,22 +266,17 @@ fn main() -> ExitCode {
         .init();
     let debug = cli.log_level == "debug" || cli.log_level == "trace";
     let result = match cli.cmd {
-        Cmd::Run(a) => {
-            let opts = RunOptions {
-                ifaces: a.ifaces,
-                poll_interval: a.detect.poll_interval,
-                json: a.json,
-                load: LoadOptions {
-                    flow_entries: a.flow_entries,
-                    block_entries: a.block_entries,
-                    kernel_debug_log: debug,
-                },
-                controller: a.detect.config(a.mode, a.block_one_way),
-                duration: a.duration,
-            };
-            tokio_main(run(opts))
+        Cmd::Run(a) => a.settings().and_then(|s| tokio_main(voipdetect::run::run(s, debug))),
+        Cmd::Replay { files, detect, plot } => replay(&files, &detect, plot.as_deref()),
+        Cmd::Flows { pins, interval, json } => ops::flows(&pins.pin_dir, interval, json),
+        Cmd::Block { pins, proto, src, dst, ttl } => {
+            ops::parse_flow(&proto, &src, &dst).and_then(|k| ops::block(&pins.pin_dir, k, ttl))
         }
-        Cmd::Replay { files, detect } => replay(&files, &detect),
+        Cmd::Unblock { pins, proto, src, dst } => {
+            ops::parse_flow(&proto, &src, &dst).and_then(|k| ops::unblock(&pins.pin_dir, k))
+        }
+        Cmd::Status { pins, json } => ops::status(&pins.pin_dir, json),
+        Cmd::Detach { pins } => ops::detach(&pins.pin_dir),
         Cmd::Corpus { out, seconds } => voipdetect::corpus::write(&out, seconds).map(|n| {
             println!("{n} captures, labels.tsv and split.tsv written to {}", out.display());
         }),
@@ -181,16 +301,27 @@ fn main() -> ExitCode {
 
 /// Replays every file; a file that cannot be read to its end is reported
 /// (with the offset) after the conversations before the failure.
-fn replay(files: &[std::path::PathBuf], detect: &DetectArgs) -> anyhow::Result<()> {
-    let cfg = detect.config(Mode::Monitor, false);
+fn replay(files: &[PathBuf], detect: &DetectArgs, plot: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut s = Settings::default();
+    detect.apply(&mut s);
+    let cfg = s.controller();
+    let poll = s.poll_interval.as_nanos() as u64;
     let mut out = std::io::stdout().lock();
     let mut failed = Vec::new();
+    let mut plots = Vec::new();
     for f in files {
-        match voipdetect::replay::replay_file(f, &cfg, ns(detect.poll_interval), &mut out) {
-            Ok(None) => {}
-            Ok(Some(e)) => failed.push(format!("{}: {e}", f.display())),
+        match voipdetect::replay::replay_file(f, &cfg, poll, &mut out, plot.is_some()) {
+            Ok((None, p)) => plots.extend(p),
+            Ok((Some(e), p)) => {
+                plots.extend(p);
+                failed.push(format!("{}: {e}", f.display()));
+            }
             Err(e) => failed.push(format!("{e:#}")),
         }
+    }
+    if let Some(path) = plot {
+        voipdetect::plot::write_svg(path, &plots)?;
+        eprintln!("plot written to {}", path.display());
     }
     match failed.as_slice() {
         [] => Ok(()),

@@ -2,14 +2,16 @@
 //! controller as live traffic, on the capture's clock, one JSON line per
 //! conversation.
 
-use std::{io::Write, path::Path};
+use std::{collections::HashMap, io::Write, path::Path};
 
 use serde::Serialize;
+use voipdetect_common::FlowKey;
 
 use crate::{
     capture::{ReadError, for_each_record, load, parse_frame},
     controller::{Config, Label, NS_PER_SEC},
     engine::{ConvSummary, Engine},
+    plot::Series,
     report::{endpoint, proto_name},
 };
 
@@ -65,30 +67,98 @@ pub struct Replayed {
     pub frames: u64,
 }
 
-/// Replays the capture held in `bytes`.
-pub fn replay_bytes(bytes: &[u8], cfg: Config, poll_ns: u64) -> Replayed {
+/// Replays the capture held in `bytes`; `progress` hears the byte offset
+/// now and then, `each` every parsed packet.
+pub fn replay_with(
+    bytes: &[u8],
+    cfg: Config,
+    poll_ns: u64,
+    mut progress: impl FnMut(usize),
+    mut each: impl FnMut(u64, &FlowKey),
+) -> Replayed {
     let mut engine = Engine::new(cfg, poll_ns);
     let mut frames = 0u64;
     let error = for_each_record(bytes, |r| {
         frames += 1;
-        engine.packet(r.ts_ns, r.data, parse_frame(r.link, r.data));
+        if frames.is_multiple_of(65_536) {
+            progress(r.offset);
+        }
+        let parsed = parse_frame(r.link, r.data);
+        if let Ok(p) = &parsed {
+            each(r.ts_ns, &p.key);
+        }
+        engine.packet(r.ts_ns, r.data, parsed);
     })
     .err();
     engine.finish();
     Replayed { engine, error, frames }
 }
 
-/// Replays `path`, writes its records to `out`; returns the read error, if any.
-pub fn replay_file(path: &Path, cfg: &Config, poll_ns: u64, out: &mut impl Write) -> anyhow::Result<Option<ReadError>> {
+/// Replays the capture held in `bytes`.
+pub fn replay_bytes(bytes: &[u8], cfg: Config, poll_ns: u64) -> Replayed {
+    replay_with(bytes, cfg, poll_ns, |_| {}, |_, _| {})
+}
+
+/// Replays `path` and writes its records to `out`; returns the read error,
+/// if any, and (when `plot`) every conversation's packet times.
+pub fn replay_file(
+    path: &Path,
+    cfg: &Config,
+    poll_ns: u64,
+    out: &mut impl Write,
+    plot: bool,
+) -> anyhow::Result<(Option<ReadError>, Vec<Series>)> {
     let bytes = load(path)?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let r = replay_bytes(&bytes, cfg.clone(), poll_ns);
-    for s in r.engine.summaries() {
-        serde_json::to_writer(&mut *out, &ConvRecord::new(&name, &s))?;
+    // A progress bar, shown only once a replay has taken a second.
+    let bar = indicatif::ProgressBar::with_draw_target(Some(bytes.len() as u64), indicatif::ProgressDrawTarget::hidden());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(name.clone());
+    let started = std::time::Instant::now();
+    let mut times: HashMap<FlowKey, Vec<u64>> = HashMap::new();
+    let r = replay_with(
+        &bytes,
+        cfg.clone(),
+        poll_ns,
+        |off| {
+            if bar.is_hidden() && started.elapsed().as_secs() >= 1 {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_position(off as u64);
+        },
+        |ts, k| {
+            if plot {
+                times.entry(k.canonical()).or_default().push(ts);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let summaries = r.engine.summaries();
+    for s in &summaries {
+        serde_json::to_writer(&mut *out, &ConvRecord::new(&name, s))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    Ok(r.error)
+    let series = summaries
+        .iter()
+        .filter_map(|s| {
+            let t = times.remove(&s.key.canonical())?;
+            Some(Series {
+                label: format!(
+                    "{name}: {} {} ↔ {}{}",
+                    proto_name(s.key.proto),
+                    endpoint(&s.key, true),
+                    endpoint(&s.key, false),
+                    s.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+                ),
+                times: t,
+                verdict_ns: s.detected_at_ns,
+            })
+        })
+        .collect();
+    Ok((r.error, series))
 }
 
 /// Default replay cadence: the live controller's default poll interval.

@@ -1,18 +1,24 @@
-//! `voipdetect run`: the live driver. Loads the program once, attaches it to
-//! every named interface, polls the flow map on a fixed interval, feeds the
-//! controller and applies its commands. Detaches on SIGINT/SIGTERM and, by
-//! dropping the [`Datapath`], on every error path.
+//! `voipdetect run`: the live driver. Loads the program once (re-adopting
+//! what an earlier run left pinned), attaches it to every named interface,
+//! polls the flow map on a fixed interval, feeds the controller and applies
+//! its commands. On SIGINT/SIGTERM it detaches and unpins everything unless
+//! asked to keep the program for a restart; on every error path the
+//! [`Datapath`] is dropped, which detaches.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, bail};
 use log::{info, warn};
+use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    controller::{Command, Config, Controller, PollOutput},
+    config::Settings,
+    controller::{Command, Controller, PollOutput},
     datapath::{Datapath, LoadOptions, ifindex, ifname},
-    report::{EventRecord, Reporter, unix_now_ns},
+    metrics::Metrics,
+    outputs::{Outputs, Pseudonymizer},
+    report::unix_now_ns,
 };
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
@@ -23,62 +29,90 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    pub ifaces: Vec<String>,
-    pub poll_interval: Duration,
-    pub json: bool,
-    pub load: LoadOptions,
-    pub controller: Config,
-    /// Stop after this long (tests, demos); `None` runs until a signal.
-    pub duration: Option<Duration>,
+/// What `status` reads about a running (or kept) controller.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RunState {
+    pub pid: u32,
+    pub interfaces: Vec<String>,
+    pub mode: String,
+    pub started: String,
+    pub pin_dir: String,
+    pub keep_attached: bool,
 }
 
-/// Validates what can be checked before touching the kernel.
-pub fn validate(opts: &RunOptions) -> anyhow::Result<()> {
-    if opts.ifaces.is_empty() {
-        bail!("no interface given: use --iface IF");
-    }
-    for iface in &opts.ifaces {
+/// Where the state file of the controller pinning in `pin_dir` lives.
+pub fn state_path(pin_dir: &std::path::Path) -> PathBuf {
+    let name = pin_dir.file_name().map_or_else(|| "voipdetect".into(), |n| n.to_string_lossy().into_owned());
+    PathBuf::from("/run/voipdetect").join(format!("{name}.json"))
+}
+
+/// Checks what can be checked before touching the kernel.
+pub fn validate(s: &Settings) -> anyhow::Result<()> {
+    s.validate()?;
+    for iface in &s.interfaces {
         ifindex(iface)?;
-    }
-    if opts.poll_interval.is_zero() {
-        bail!("--poll-interval must be greater than zero");
-    }
-    if opts.controller.ttl_ns == 0 {
-        bail!("--ttl must be greater than zero");
     }
     Ok(())
 }
 
-/// Runs until SIGINT/SIGTERM (or `duration`).
-pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    validate(&opts)?;
-    let mut dp = Datapath::load(&opts.load)?;
-    for iface in &opts.ifaces {
+/// Runs until SIGINT/SIGTERM (or the configured duration).
+pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
+    validate(&s)?;
+    check_not_running(&s)?;
+    let pseudo = s.pseudonymize_ips.then(|| Pseudonymizer::new(s.pseudonym_key.as_deref().unwrap_or_default()));
+    let mut outputs = Outputs::new(s.events.as_deref(), s.json, s.call_records.as_deref(), pseudo)?;
+    let metrics = Metrics::new();
+    let listener = match s.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics endpoint {addr}"))?),
+        None => None,
+    };
+    let mut dp = Datapath::load(&LoadOptions {
+        flow_entries: s.flow_entries,
+        block_entries: s.block_entries,
+        kernel_debug_log,
+        pin_dir: s.pin_dir.clone(),
+    })?;
+    for iface in &s.interfaces {
         dp.attach(iface)?;
     }
-    let mut ctl = Controller::new(opts.controller.clone());
-    let mut reporter = Reporter::new(std::io::stdout().lock(), opts.json);
+    if dp.adopted_maps() {
+        info!("blocklist kept from the previous run: {} entries", dp.blocklist()?.len());
+    }
+    let state = s.pin_dir.as_ref().map(|d| state_path(d));
+    if let (Some(path), Some(dir)) = (&state, &s.pin_dir) {
+        let st = RunState {
+            pid: std::process::id(),
+            interfaces: s.interfaces.clone(),
+            mode: format!("{:?}", s.mode).to_lowercase(),
+            started: crate::report::rfc3339(unix_now_ns()),
+            pin_dir: dir.display().to_string(),
+            keep_attached: s.keep_attached,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&st)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let _server = listener.map(|l| tokio::spawn(metrics.clone().serve(l)));
+    let mut ctl = Controller::new(s.controller());
     let mut names = IfNames::default();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(opts.poll_interval);
+    let mut tick = tokio::time::interval(s.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    info!(
-        "monitoring {} in {:?} mode, polling every {:?}",
-        opts.ifaces.join(", "),
-        opts.controller.mode,
-        opts.poll_interval
-    );
+    let deadline = s.duration.map(|d| tokio::time::Instant::now() + d);
+    info!("monitoring {} in {:?} mode, polling every {:?}", s.interfaces.join(", "), s.mode, s.poll_interval);
+    // From here the program may be kept on a clean exit, if asked.
+    dp.keep_on_drop(false);
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                let started = Instant::now();
                 let now = monotonic_ns();
-                dp.for_each_flow(|k, c| ctl.observe(k, c))?;
+                let flows = dp.for_each_flow(|k, c| ctl.observe(k, c))?;
                 let out = ctl.finish_poll(now);
-                apply(&mut dp, &out, &mut reporter, &mut names, now)?;
+                apply(&mut dp, &out, &mut outputs, &metrics, &mut names, now)?;
+                metrics.poll(&dp.stats()?, flows, s.flow_entries, ctl.conversations(), ctl.blocked(), started.elapsed().as_secs_f64());
             }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
@@ -88,10 +122,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
+    if s.keep_attached {
+        // The program goes on without us: existing verdicts stay listed
+        // until their expiry; nothing new is blocked until a controller
+        // re-adopts the pins.
+        info!("--keep-attached: leaving the program attached and its maps pinned in {:?}", s.pin_dir);
+        dp.keep_on_drop(true);
+        return Ok(());
+    }
     let now = monotonic_ns();
     let out = ctl.release_all(now);
-    apply(&mut dp, &out, &mut reporter, &mut names, now)?;
+    apply(&mut dp, &out, &mut outputs, &metrics, &mut names, now)?;
     dp.detach_all();
+    if let Some(path) = state {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }
 
@@ -105,10 +150,11 @@ impl IfNames {
     }
 }
 
-fn apply<W: std::io::Write>(
+fn apply(
     dp: &mut Datapath,
     out: &PollOutput,
-    reporter: &mut Reporter<W>,
+    outputs: &mut Outputs,
+    metrics: &Metrics,
     names: &mut IfNames,
     now_mono: u64,
 ) -> anyhow::Result<()> {
@@ -120,12 +166,29 @@ fn apply<W: std::io::Write>(
         }
     }
     let wall_now = unix_now_ns();
+    let wall = |t: u64| wall_now.saturating_sub(now_mono.saturating_sub(t));
     for e in &out.events {
-        let unix = wall_now.saturating_sub(now_mono.saturating_sub(e.at_ns));
+        metrics.event(e);
         let iface = names.get(e.ifindex).to_owned();
-        if let Err(err) = reporter.emit(&EventRecord::new(e, unix, &iface)) {
-            warn!("writing an event: {err}");
+        if let Err(err) = outputs.event(e, &iface, wall) {
+            warn!("writing an event: {err:#}");
         }
+    }
+    Ok(())
+}
+
+/// Refuses settings that would attach a second program by accident.
+pub fn check_not_running(s: &Settings) -> anyhow::Result<()> {
+    let Some(dir) = &s.pin_dir else { return Ok(()) };
+    let path = state_path(dir);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let Ok(st) = serde_json::from_str::<RunState>(&text) else { return Ok(()) };
+    if st.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", st.pid)).exists() && !st.keep_attached {
+        bail!(
+            "a voipdetect controller (pid {}) is already running with pin directory {}; stop it first",
+            st.pid,
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -51,6 +51,17 @@ pub struct GatewayLab {
     pub server: Netns,
 }
 
+impl Drop for GatewayLab {
+    fn drop(&mut self) {
+        // Pins a killed controller left: removing them detaches its program.
+        let dir = self.pin_dir();
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_file(crate::run::state_path(&dir));
+    }
+}
+
 /// Fails loudly unless the process can create namespaces and load XDP.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     // SAFETY: no preconditions.
@@ -129,11 +140,18 @@ impl GatewayLab {
         if ipv6 { (CLIENT_V6.into(), SERVER_V6.into()) } else { (CLIENT_V4.into(), SERVER_V4.into()) }
     }
 
+    /// This lab's own pin directory (bpffs is not per network namespace,
+    /// so every lab needs its own); removed with the lab.
+    pub fn pin_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/sys/fs/bpf/vd-{}", self.id))
+    }
+
     /// Starts `voipdetect run` on both gateway interfaces with `args`,
-    /// JSON events on its stdout.
+    /// JSON events on its stdout, pinning in [`GatewayLab::pin_dir`].
     pub fn start_controller(&self, binary: &std::path::Path, args: &[&str]) -> anyhow::Result<Controller> {
         let mut cmd = self.gateway.command(binary);
-        cmd.args(["run", "--iface", &self.gw_client_if, "--iface", &self.gw_server_if, "--json"])
+        cmd.args(["run", "--iface", &self.gw_client_if, "--iface", &self.gw_server_if, "--json", "--pin-dir"])
+            .arg(self.pin_dir())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -68,10 +68,35 @@ impl Netns {
         sh("ip", &full)
     }
 
-    /// A command that will run inside the namespace.
+    /// A command that will run inside the namespace. Unlike `ip netns
+    /// exec`, only the network namespace changes: the child keeps the
+    /// host's mounts, so /sys/fs/bpf (where a controller pins) is shared.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
+        use std::os::unix::process::CommandExt as _;
+        let path = Path::new("/run/netns").join(&self.name);
+        let fd = File::open(&path).map(std::os::fd::OwnedFd::from);
+        let mut c = Command::new(program);
+        match fd {
+            Ok(fd) => {
+                // SAFETY: between fork and exec the closure only calls
+                // setns(2), which is async-signal-safe, on an fd opened
+                // before the fork and kept alive by the closure.
+                unsafe {
+                    c.pre_exec(move || {
+                        if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            Err(e) => {
+                // Make the spawn fail with the reason.
+                let msg = format!("{}: {e}", path.display());
+                // SAFETY: only builds an error value.
+                unsafe { c.pre_exec(move || Err(std::io::Error::other(msg.clone()))) };
+            }
+        }
         c
     }
 
@@ -119,6 +144,7 @@ pub fn remove_stale() {
         let Ok(pid) = u32::from_str_radix(pid_hex, 16) else { continue };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = sh("ip", &["netns", "del", name]);
+            let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{name}").rsplit_once('-').map_or(String::new(), |(d, _)| d.to_owned()));
         }
     }
 }
