@@ -6,7 +6,7 @@
 use aya_ebpf::{
     Global,
     bindings::xdp_action,
-    helpers::bpf_redirect,
+    helpers::{bpf_get_prandom_u32, bpf_redirect},
     macros::{map, xdp},
     maps::PerCpuArray,
     programs::XdpContext,
@@ -51,6 +51,30 @@ pub fn bench_parse(ctx: XdpContext) -> u32 {
 /// every frame is transmitted out of the interface `REDIRECT_IFINDEX`.
 #[xdp]
 pub fn bench_redirect(_ctx: XdpContext) -> u32 {
+    // SAFETY: helper without memory arguments.
+    unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
+}
+
+/// A flood of distinct flows: like `bench_redirect`, but every frame gets
+/// a random source address (last byte), source port and destination port
+/// first. Expects Ethernet + IPv4 (no options) + UDP.
+#[xdp]
+pub fn bench_flood(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 38 > end {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: helpers without memory arguments.
+    let (a, b) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+    let p = start as *mut u8;
+    // SAFETY: offsets 29 and 34..38 lie inside the 38 bytes checked above.
+    unsafe {
+        *p.add(29) = a as u8;
+        *p.add(34) = (a >> 8) as u8;
+        *p.add(35) = (a >> 16) as u8;
+        *p.add(36) = b as u8;
+        *p.add(37) = (b >> 8) as u8;
+    }
     // SAFETY: helper without memory arguments.
     unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
 }

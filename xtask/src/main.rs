@@ -133,7 +133,7 @@ fn test() -> anyhow::Result<()> {
         .env("VOIPDETECT_BIN", &bin))?;
     println!("xtask: tier 3, end to end in network namespaces (root)");
     run(cargo()
-        .args(["test", "--package", "voipdetect-tests", "--test", "lab", "--", "--test-threads=1"])
+        .args(["test", "--package", "voipdetect-tests", "--test", "lab", "--test", "ops", "--", "--test-threads=1"])
         .env("VOIPDETECT_BIN", &bin))?;
     println!("xtask: benchmarks in quick mode (they must keep working)");
     run(cargo().args(["build", "--release", "--package", "voipdetect"]))?;

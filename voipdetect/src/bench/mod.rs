@@ -43,7 +43,7 @@ impl BenchProgs {
             .override_global("REDIRECT_IFINDEX", &redirect_ifindex, true)
             .load(BENCH_OBJECT)
             .context("loading the benchmark programs")?;
-        for name in ["bench_pass", "bench_count_drop", "bench_parse", "bench_redirect"] {
+        for name in ["bench_pass", "bench_count_drop", "bench_parse", "bench_redirect", "bench_flood"] {
             let p: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("{name} missing"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
         }
@@ -67,6 +67,38 @@ impl BenchProgs {
         let a = aya::maps::PerCpuArray::<_, u64>::try_from(m)?;
         Ok(a.get(&0, 0)?.iter().sum())
     }
+}
+
+/// Transmits `count` copies of `frame` out of `iface` in network namespace
+/// `ns` with BPF_PROG_TEST_RUN in live-frames mode; `program` is
+/// `bench_redirect` (the same frame) or `bench_flood` (random 5-tuples).
+/// Returns the wall time it took.
+pub fn live_frames(ns: &str, iface: &str, program: &str, frame: &[u8], count: u32) -> anyhow::Result<std::time::Duration> {
+    use aya::programs::TestRunAttrs;
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<std::time::Duration> {
+            crate::lab::netns::enter(ns)?;
+            let mut generator = BenchProgs::load(crate::datapath::ifindex(iface)?)?;
+            let prog = generator.prog(program)?;
+            let t = std::time::Instant::now();
+            // Chunks, so one call never runs for long.
+            let mut left = count;
+            while left > 0 {
+                let n = left.min(1 << 20);
+                let opts = TestRunOptions {
+                    data_in: Some(frame),
+                    repeat: n,
+                    attrs: TestRunAttrs::new().xdp_live_frames(64),
+                    ..Default::default()
+                };
+                prog.test_run(opts).context("live-frames test run")?;
+                left -= n;
+            }
+            Ok(t.elapsed())
+        })
+        .join()
+        .map_err(|_| anyhow!("generator thread panicked"))?
+    })
 }
 
 /// Median of a few measurements (test runs are noisy on a shared machine).

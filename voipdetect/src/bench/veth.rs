@@ -3,15 +3,15 @@
 //! the pair; the receiving side drops or passes them with each contender.
 //! Rates are what the receiver handled, per second of generator time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, XdpMode};
+use aya::programs::XdpMode;
 use voipdetect_common::{BlockEntry, Stat, parse::parse_ethernet};
 
 use super::{BenchProgs, Scale, Table};
 use crate::{
-    datapath::{Datapath, LoadOptions, ifindex},
+    datapath::{Datapath, LoadOptions},
     frames::FrameSpec,
     lab::netns::{self, Netns, sh},
     run::monotonic_ns,
@@ -65,23 +65,10 @@ fn frame() -> Vec<u8> {
 
 /// Sends `n` frames; returns the generator's wall time.
 fn generate(p: &Pair, n: u32) -> anyhow::Result<Duration> {
-    let frame = frame();
-    in_ns(p.gen_ns.name(), || {
-        let mut generator = BenchProgs::load(ifindex(&p.gen_if)?)?;
-        let prog = generator.prog("bench_redirect")?;
-        let t = Instant::now();
-        let opts = TestRunOptions {
-            data_in: Some(&frame),
-            repeat: n,
-            attrs: TestRunAttrs::new().xdp_live_frames(64),
-            ..Default::default()
-        };
-        prog.test_run(opts).context("live-frames test run")?;
-        let elapsed = t.elapsed();
-        // Let the receiver's NAPI drain what is queued.
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(elapsed)
-    })
+    let elapsed = super::live_frames(p.gen_ns.name(), &p.gen_if, "bench_redirect", &frame(), n)?;
+    // Let the receiver's NAPI drain what is queued.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(elapsed)
 }
 
 /// Packets the sink's UDP layer saw (delivered or dropped for a full buffer).

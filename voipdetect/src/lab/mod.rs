@@ -164,6 +164,34 @@ impl GatewayLab {
         let links = self.gateway.ip(&["link", "show"])?;
         Ok(links.contains("xdp"))
     }
+
+    /// Ids of the XDP programs attached to the gateway's two interfaces.
+    pub fn gateway_xdp_ids(&self) -> anyhow::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for ifc in [&self.gw_client_if, &self.gw_server_if] {
+            let out = self.gateway.ip(&["-details", "-json", "link", "show", "dev", ifc])?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            let xdp = &v[0]["xdp"];
+            let prog = if xdp["prog"].is_object() { &xdp["prog"] } else { &xdp["attached"][0]["prog"] };
+            if let Some(id) = prog["id"].as_u64() {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// A 64-byte UDP frame from the client to the server, addressed to the
+    /// gateway's MAC, for live-frames floods out of the client's interface.
+    pub fn flood_frame(&self) -> Vec<u8> {
+        let mut f = crate::frames::FrameSpec::udp(
+            std::net::SocketAddr::new(CLIENT_V4.into(), 1),
+            std::net::SocketAddr::new(SERVER_V4.into(), 2),
+        )
+        .build(&[0; 18]);
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
+        f
+    }
 }
 
 fn veth(a: &Netns, a_if: &str, a_mac: &str, b: &Netns, b_if: &str, b_mac: &str) -> anyhow::Result<()> {
@@ -241,6 +269,20 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The controller's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would: no cleanup runs.
+    pub fn kill_hard(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
     }
 
     /// Everything the controller wrote to stderr so far.
