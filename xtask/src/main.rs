@@ -129,7 +129,7 @@ fn test() -> anyhow::Result<()> {
     let bin = build(false)?;
     println!("xtask: tier 2, packet fixtures and kernel/replay parity through BPF_PROG_TEST_RUN (root)");
     run(cargo()
-        .args(["test", "--package", "voipdetect-tests", "--test", "fixtures", "--test", "parity"])
+        .args(["test", "--package", "voipdetect-tests", "--test", "fixtures", "--test", "parity", "--test", "garbage"])
         .env("VOIPDETECT_BIN", &bin))?;
     println!("xtask: tier 3, end to end in network namespaces (root)");
     run(cargo()
