@@ -199,7 +199,11 @@ fn run_in_gateway(lab: &GatewayLab, unprivileged: bool, args: &[&str]) -> (i32, 
     } else {
         lab.gateway.command(&bin)
     };
-    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+    cmd.args(args);
+    if args.first() == Some(&"run") {
+        cmd.arg("--pin-dir").arg(lab.pin_dir());
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -208,7 +212,27 @@ fn bad_input_is_one_clear_line_and_attaches_nothing() {
     voipdetect_tests::require_root();
     let lab = GatewayLab::new().unwrap();
     let good = lab.gw_client_if.as_str();
+    let dir = std::env::temp_dir().join(format!("voipdetect-badinput-{}", lab.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let bad_ttl = write("ttl.toml", &format!("interfaces = [\"{good}\"]\nttl = \"forever\"\n"));
+    let bad_key = write("key.toml", &format!("interfaces = [\"{good}\"]\n[thresholds]\nmin_ppss = 3.0\n"));
+    let bad_cidr = write("cidr.toml", &format!("interfaces = [\"{good}\"]\n[allowlist]\ncidrs = [\"10.0.0.0/40\"]\n"));
+    let not_toml = write("broken.toml", "interfaces = [\n");
+    let truncated = write("cut.pcap", "\u{d4}\u{c3}");
+    let missing = dir.join("missing.pcap").to_string_lossy().into_owned();
     let cases: Vec<(&str, bool, Vec<&str>, &str)> = vec![
+        ("config: bad duration", false, vec!["run", "--config", &bad_ttl], "config key ttl"),
+        ("config: unknown key", false, vec!["run", "--config", &bad_key], "thresholds.min_ppss"),
+        ("config: bad network", false, vec!["run", "--config", &bad_cidr], "allowlist.cidrs[0]"),
+        ("config: not TOML", false, vec!["run", "--config", &not_toml], "broken.toml"),
+        ("config: missing file", false, vec!["run", "--config", &missing], "missing.pcap"),
+        ("replay: missing capture", false, vec!["replay", &missing], "missing.pcap: cannot read"),
+        ("replay: truncated capture", false, vec!["replay", &truncated], "cut.pcap"),
         ("unknown interface", false, vec!["run", "--iface", good, "--iface", "nosuch0"], "unknown interface \"nosuch0\""),
         ("bad duration", false, vec!["run", "--iface", good, "--poll-interval", "banana"], "--poll-interval"),
         ("bad mode", false, vec!["run", "--iface", good, "--mode", "destroy"], "--mode"),
@@ -223,7 +247,9 @@ fn bad_input_is_one_clear_line_and_attaches_nothing() {
         assert_eq!(lines.len(), 1, "{name}: one line of error, got {stderr:?}");
         assert!(lines[0].contains(expect), "{name}: {:?} should mention {expect:?}", lines[0]);
         assert!(!lab.gateway_has_xdp().unwrap(), "{name}: something was left attached");
+        assert!(!lab.pin_dir().exists(), "{name}: something was left pinned");
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

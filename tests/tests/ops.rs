@@ -219,8 +219,9 @@ fn metrics_and_pseudonymised_call_records() {
 }
 
 /// A flood of random 5-tuples through the gateway next to a call. Returns
-/// (seconds until the call was cut off, controller RSS bytes, final status).
-fn call_under_flood(flood: u32) -> (f64, u64, serde_json::Value) {
+/// (seconds until the call was cut off, controller RSS bytes, final status,
+/// flood frames per second offered).
+fn call_under_flood(flood: u32) -> (f64, u64, serde_json::Value, f64) {
     let lab = GatewayLab::new().unwrap();
     let mut ctl = lab.start_controller(&binary(), &["--mode", "block", "--flow-entries", "65536"]).unwrap();
     ctl.wait_attached(Duration::from_secs(20)).unwrap();
@@ -228,14 +229,16 @@ fn call_under_flood(flood: u32) -> (f64, u64, serde_json::Value) {
     let frame = lab.flood_frame();
     let r = std::thread::scope(|s| {
         let flooder = s.spawn(|| {
-            if flood > 0 {
-                voipdetect::bench::live_frames(lab.client.name(), &lab.client_if, "bench_flood", &frame, flood).unwrap();
+            if flood == 0 {
+                return 0.0;
             }
+            let took = voipdetect::bench::live_frames(lab.client.name(), &lab.client_if, "bench_flood", &frame, flood).unwrap();
+            f64::from(flood) / took.as_secs_f64()
         });
         let r = live::run(&lab, std::slice::from_ref(&call), &AtomicBool::new(false)).unwrap().remove(0);
-        flooder.join().unwrap();
-        r
+        (r, flooder.join().unwrap())
     });
+    let (r, rate) = r;
     let pid = ctl.pid().unwrap();
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -245,16 +248,21 @@ fn call_under_flood(flood: u32) -> (f64, u64, serde_json::Value) {
     let st = status(&lab);
     ctl.stop().unwrap();
     let cut = r.cut_off_after().unwrap_or_else(|| panic!("call not cut off (flood {flood}): {r:?}"));
-    (cut.as_secs_f64(), rss, st)
+    (cut.as_secs_f64(), rss, st, rate)
 }
 
 #[test]
 fn a_flow_flood_does_not_delay_the_block_or_cost_other_flows() {
     voipdetect_tests::require_root();
-    let (quiet, _, _) = call_under_flood(0);
-    let flood = 4_000_000;
-    let (flooded, rss, st) = call_under_flood(flood);
-    eprintln!("cut off after {quiet:.2} s without and {flooded:.2} s with a flood of {flood}; controller RSS {} MiB; {st}", rss >> 20);
+    let (quiet, _, _, _) = call_under_flood(0);
+    let flood: u32 = std::env::var("VOIPDETECT_FLOOD_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000_000);
+    let (flooded, rss, st, rate) = call_under_flood(flood);
+    eprintln!(
+        "figure: flood of {flood} random 5-tuples offered at {:.2} Mpps, {} new flows at the gateway; call cut off after {quiet:.2} s without and {flooded:.2} s with it; controller RSS {} MiB",
+        rate / 1e6,
+        st["counters"]["new_flow"],
+        rss >> 20
+    );
     assert!(flooded <= quiet + 1.0, "the flood delayed the block: {quiet:.2} s vs {flooded:.2} s");
     let c = &st["counters"];
     assert!(c["new_flow"].as_u64().unwrap() >= 1_000_000, "flood did not create 1M flows: {st}");

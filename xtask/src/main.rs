@@ -3,6 +3,7 @@
 //! only what is missing, so a fresh machine needs nothing done by hand.
 mod eval;
 mod setup;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -47,6 +48,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Long robustness runs: bigger flood, more garbage, restart, 10 minutes of fuzzing (< 20 min).
+    Soak,
     /// clippy on the userspace crates and on the eBPF crate (its own target).
     Clippy,
 }
@@ -69,7 +72,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
@@ -171,6 +174,10 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::Eval => build(false).and_then(|bin| eval::eval(&bin)),
         Task::Bench { args } => bench(&args),
+        Task::Soak => setup::toolchain()
+            .and_then(|()| setup::packages(setup::TEST_PACKAGES))
+            .and_then(|()| build(false))
+            .and_then(|bin| soak::soak(&bin)),
         Task::Clippy => clippy(),
     };
     match result {
