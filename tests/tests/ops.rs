@@ -146,6 +146,22 @@ fn commands_read_and_change_the_running_controller() {
         assert!(st["seen"].as_u64().unwrap() > 1000, "{st}");
         assert!(st["counters"]["dropped"].as_u64().unwrap() >= 250, "{st}");
     });
+    // A second controller cannot attach next to the running one: not with
+    // the same pins, not with others.
+    for extra in [&[][..], &["--no-pin"][..]] {
+        let mut cmd = lab.gateway.command(binary());
+        cmd.args(["run", "--iface", &lab.gw_client_if, "--duration", "2s"]);
+        if extra.is_empty() {
+            cmd.arg("--pin-dir").arg(lab.pin_dir());
+        } else {
+            cmd.args(extra);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: second run started: {err}");
+        assert!(err.contains("already"), "{extra:?}: {err}");
+    }
+    assert_eq!(lab.gateway_xdp_ids().unwrap().len(), 2);
     // Bad input to the commands: one line, non-zero.
     for args in [&["block", "sctp", "1.2.3.4:1", "5.6.7.8:2"][..], &["block", "udp", "1.2.3.4", "5.6.7.8:2"], &["unblock", "udp", "1.2.3.4:1", "[::1]:2"]] {
         let (code, _, err) = cli(&lab, args);

@@ -576,6 +576,19 @@ mod tests {
     }
 
     #[test]
+    fn allowlisted_calls_are_reported_never_blocked() {
+        let mut cfg = cfg(Mode::Block);
+        cfg.allowlist.ports = vec![5000];
+        let mut ctl = Controller::new(cfg);
+        let outs = drive(&mut ctl, 4_000, |_| true);
+        let events: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].action, Action::Reported);
+        assert!(events[0].reason.ends_with("(allowlisted)"), "{}", events[0].reason);
+        assert!(outs.iter().all(|(_, o)| !o.commands.iter().any(|c| matches!(c, Command::Block { .. }))));
+    }
+
+    #[test]
     fn monitor_mode_reports_without_commands() {
         let mut ctl = Controller::new(cfg(Mode::Monitor));
         let outs = drive(&mut ctl, 6_000, |_| true);

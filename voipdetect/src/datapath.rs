@@ -430,6 +430,11 @@ impl Datapath {
         if let Some(dir) = &opts.pin_dir {
             ensure_bpffs(dir)?;
             std::fs::create_dir_all(dir).with_context(|| format!("creating the pin directory {}", dir.display()))?;
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+            }
             adopted_maps = paths.iter().all(|(_, p)| p.exists());
             for (name, path) in &paths {
                 loader.map_pin_path(name, path.as_path());
