@@ -79,13 +79,6 @@ pub fn bench_flood(ctx: XdpContext) -> u32 {
     unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // Unreachable in a verified program.
-    loop {}
-}
-
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

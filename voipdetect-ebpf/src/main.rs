@@ -136,14 +136,6 @@ fn log_flow(ctx: &XdpContext, what: &str, k: &FlowKey) {
     }
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // Unreachable in a verified program: the verifier rejects any path that
-    // could get here, so this loop never runs.
-    loop {}
-}
-
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -47,26 +47,14 @@ enum Cmd {
     /// Block a conversation by hand (both directions): voipdetect block udp SRC DST [--ttl 10m].
     Block {
         #[command(flatten)]
-        pins: PinArgs,
-        #[arg(value_name = "PROTO")]
-        proto: String,
-        #[arg(value_name = "SRC")]
-        src: String,
-        #[arg(value_name = "DST")]
-        dst: String,
+        flow: FlowArgs,
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         ttl: Duration,
     },
     /// Lift a block by hand (both directions). The controller lists a call again if it goes on.
     Unblock {
         #[command(flatten)]
-        pins: PinArgs,
-        #[arg(value_name = "PROTO")]
-        proto: String,
-        #[arg(value_name = "SRC")]
-        src: String,
-        #[arg(value_name = "DST")]
-        dst: String,
+        flow: FlowArgs,
     },
     /// Attached interfaces, mode and counters of the running (or kept) program.
     Status {
@@ -95,6 +83,27 @@ enum Cmd {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=300))]
         seconds: u64,
     },
+}
+
+/// A conversation named on the command line, and where its controller pins.
+#[derive(clap::Args)]
+struct FlowArgs {
+    #[command(flatten)]
+    pins: PinArgs,
+    /// udp or tcp.
+    #[arg(value_name = "PROTO")]
+    proto: String,
+    /// ip:port or [ipv6]:port.
+    #[arg(value_name = "SRC")]
+    src: String,
+    #[arg(value_name = "DST")]
+    dst: String,
+}
+
+impl FlowArgs {
+    fn key(&self) -> anyhow::Result<voipdetect_common::FlowKey> {
+        ops::parse_flow(&self.proto, &self.src, &self.dst)
+    }
 }
 
 #[derive(clap::Args)]
@@ -269,12 +278,8 @@ fn main() -> ExitCode {
         Cmd::Run(a) => a.settings().and_then(|s| tokio_main(voipdetect::run::run(s, debug))),
         Cmd::Replay { files, detect, plot } => replay(&files, &detect, plot.as_deref()),
         Cmd::Flows { pins, interval, json } => ops::flows(&pins.pin_dir, interval, json),
-        Cmd::Block { pins, proto, src, dst, ttl } => {
-            ops::parse_flow(&proto, &src, &dst).and_then(|k| ops::block(&pins.pin_dir, k, ttl))
-        }
-        Cmd::Unblock { pins, proto, src, dst } => {
-            ops::parse_flow(&proto, &src, &dst).and_then(|k| ops::unblock(&pins.pin_dir, k))
-        }
+        Cmd::Block { flow, ttl } => flow.key().and_then(|k| ops::block(&flow.pins.pin_dir, k, ttl)),
+        Cmd::Unblock { flow } => flow.key().and_then(|k| ops::unblock(&flow.pins.pin_dir, k)),
         Cmd::Status { pins, json } => ops::status(&pins.pin_dir, json),
         Cmd::Detach { pins } => ops::detach(&pins.pin_dir),
         Cmd::Corpus { out, seconds } => voipdetect::corpus::write(&out, seconds).map(|n| {
