@@ -288,3 +288,26 @@ fn a_flow_flood_does_not_delay_the_block_or_cost_other_flows() {
     assert_eq!(st["blocklist_active"], 2, "{st}");
     assert!(rss < 200 << 20, "controller RSS {} MiB", rss >> 20);
 }
+
+/// The XDP program's own log lines (new flow, block start) reach the
+/// controller's log with --log-level debug, and not without.
+#[test]
+fn kernel_debug_lines_only_when_asked() {
+    voipdetect_tests::require_root();
+    for debug in [true, false] {
+        let lab = GatewayLab::new().unwrap();
+        let mut args = vec!["--mode", "block"];
+        if debug {
+            args.extend(["--log-level", "debug"]);
+        }
+        let mut ctl = lab.start_controller(&binary(), &args).unwrap();
+        ctl.wait_attached(Duration::from_secs(20)).unwrap();
+        live::run(&lab, &[pattern::rtp_call(3)], &AtomicBool::new(false)).unwrap();
+        ctl.stop().unwrap();
+        let log = ctl.stderr_text();
+        let lines = ["new flow proto=17 192.0.2.2:40004 -> 198.51.100.2:5004", "block start proto=17"];
+        for l in lines {
+            assert_eq!(log.contains(l), debug, "debug={debug}: {l:?} in\n{log}");
+        }
+    }
+}

@@ -43,7 +43,10 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
         }
     };
     let generation = block_gen();
-    let Some(flow) = flow_entry(&ctx, &pkt.key, generation) else {
+    // Rare events are logged last, just before returning: nothing the
+    // program still needs is live across the log call.
+    let mut event = None;
+    let Some(flow) = flow_entry(&ctx, &pkt.key, generation, &mut event) else {
         count(Stat::FlowTableFull);
         return xdp_action::XDP_PASS;
     };
@@ -57,9 +60,12 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
         // inter-arrival histogram of passed packets needs.
         // SAFETY: helper without preconditions.
         let coarse = unsafe { bpf_ktime_get_coarse_ns() };
-        if blocked(&ctx, flow, &pkt.key, coarse, generation) {
+        if blocked(flow, &pkt.key, coarse, generation, &mut event) {
             count_drop(flow, coarse.max(flow.last_seen_ns));
             count(Stat::Dropped);
+            if let Some(e) = event {
+                log_flow(&ctx, e, &pkt.key);
+            }
             return xdp_action::XDP_DROP;
         }
     }
@@ -73,6 +79,9 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
         count(Stat::EmptyPayload);
     }
     count(Stat::Tracked);
+    if let Some(e) = event {
+        log_flow(&ctx, e, &pkt.key);
+    }
     xdp_action::XDP_PASS
 }
 
@@ -86,7 +95,7 @@ static ZERO_FLOW: FlowCounters = FlowCounters::ZERO;
     clippy::needless_borrows_for_generic_args,
     reason = "by value, the 120-byte template would be copied onto the stack"
 )]
-fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32) -> Option<*mut FlowCounters> {
+fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32, event: &mut Option<Event>) -> Option<*mut FlowCounters> {
     if let Some(c) = FLOWS.get_ptr_mut(key) {
         return Some(c);
     }
@@ -100,7 +109,7 @@ fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32) -> Option<*mut F
         // Any value but `generation`: a new flow checks the blocklist on its first packet.
         c.verdict_gen = !generation;
         count(Stat::NewFlow);
-        log_flow(ctx, "new flow", key);
+        *event = Some(Event::NewFlow);
         return Some(c);
     }
     FLOWS.get_ptr_mut(key)
@@ -109,7 +118,7 @@ fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32) -> Option<*mut F
 /// True while the flow is listed; refreshes the cached verdict when the
 /// controller has changed the blocklist since this flow last looked.
 #[inline(always)]
-fn blocked(ctx: &XdpContext, flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32) -> bool {
+fn blocked(flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32, event: &mut Option<Event>) -> bool {
     if flow.verdict_gen != generation {
         // SAFETY: read-only copy of a value the controller owns.
         let until = unsafe { BLOCKLIST.get(key) }.map_or(0, |e| e.expires_ns);
@@ -118,21 +127,38 @@ fn blocked(ctx: &XdpContext, flow: &mut FlowCounters, key: &FlowKey, now: u64, g
         flow.verdict_gen = generation;
         if until > now && !was_blocked {
             count(Stat::BlockStart);
-            log_flow(ctx, "block start", key);
+            *event = Some(Event::BlockStart);
         }
     }
     flow.blocked_until_ns > now
 }
 
-/// A debug line for a rare event; silenced at load time unless asked for.
+/// Rare events, logged at debug level: silenced at load time unless asked
+/// for (the level is a load-time constant, so the verifier prunes these
+/// paths). The event name sits in the format string: formatting a string
+/// argument costs the verifier a bounded copy loop per call site.
+#[derive(Clone, Copy)]
+enum Event {
+    NewFlow,
+    BlockStart,
+}
+
 #[inline(always)]
-fn log_flow(ctx: &XdpContext, what: &str, k: &FlowKey) {
+fn log_flow(ctx: &XdpContext, what: Event, k: &FlowKey) {
     if k.family == FAMILY_V4 {
-        let src = [k.src[0], k.src[1], k.src[2], k.src[3]];
-        let dst = [k.dst[0], k.dst[1], k.dst[2], k.dst[3]];
-        debug!(ctx, "{} proto={} {:i}:{} -> {:i}:{}", what, k.proto, src, k.sport, dst, k.dport);
+        let src = u32::from_be_bytes([k.src[0], k.src[1], k.src[2], k.src[3]]);
+        let dst = u32::from_be_bytes([k.dst[0], k.dst[1], k.dst[2], k.dst[3]]);
+        match what {
+            Event::NewFlow => debug!(ctx, "new flow proto={} {:i}:{} -> {:i}:{}", k.proto, src, k.sport, dst, k.dport),
+            Event::BlockStart => debug!(ctx, "block start proto={} {:i}:{} -> {:i}:{}", k.proto, src, k.sport, dst, k.dport),
+        }
     } else {
-        debug!(ctx, "{} proto={} [{:i}]:{} -> [{:i}]:{}", what, k.proto, k.src, k.sport, k.dst, k.dport);
+        // IPv6 addresses stay out: 16-byte arguments at every call site
+        // cost the verifier more than a debug line is worth.
+        match what {
+            Event::NewFlow => debug!(ctx, "new flow proto={} ipv6 port {} -> port {}", k.proto, k.sport, k.dport),
+            Event::BlockStart => debug!(ctx, "block start proto={} ipv6 port {} -> port {}", k.proto, k.sport, k.dport),
+        }
     }
 }
 
