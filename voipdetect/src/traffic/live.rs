@@ -24,6 +24,10 @@ use crate::lab::{GatewayLab, netns};
 const GRACE: Duration = Duration::from_millis(1500);
 /// Longest a bulk transfer may run.
 const BULK_LIMIT: Duration = Duration::from_secs(10);
+/// Bulk transfers are paced to 400 Mbit/s: still bulk to the classifier,
+/// but on a 2-core machine an unpaced one starves the other flows' veth
+/// queues, and a drop there would look like a drop by voipdetect.
+const BULK_BYTES_PER_SEC: f64 = 50e6;
 /// Receive poll granularity (how quickly loops notice deadlines and stops).
 const TICK: Duration = Duration::from_millis(20);
 
@@ -292,11 +296,14 @@ fn tcp(
             }
         }
         let chunk = vec![0x5au8; 64 * 1024];
+        let bulk_start = Instant::now();
         while sent < bulk {
             let n = (bulk - sent).min(chunk.len() as u64) as usize;
             if !write(&chunk[..n], &mut sent) {
                 break;
             }
+            let due = Duration::from_secs_f64(sent as f64 / BULK_BYTES_PER_SEC);
+            sleep_until(bulk_start + due, stop);
         }
         let _ = tx.shutdown(Shutdown::Write);
         sent
