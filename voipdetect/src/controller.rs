@@ -356,7 +356,7 @@ impl Controller {
                     conv.talked = [false; 2];
                     finding = None;
                 } else if active && v.expires_ns - now_ns < cfg.ttl_ns / 2 {
-                    v.expires_ns = now_ns + cfg.ttl_ns;
+                    v.expires_ns = now_ns.saturating_add(cfg.ttl_ns);
                     if v.action == Action::Blocked {
                         out.commands.push(Command::Block {
                             keys: dir_keys(canonical),
@@ -385,7 +385,7 @@ impl Controller {
                     pps,
                     mean_size,
                     sender,
-                    expires_ns: now_ns + cfg.ttl_ns,
+                    expires_ns: now_ns.saturating_add(cfg.ttl_ns),
                     last_activity_ns: last_activity,
                 };
                 out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns));

@@ -78,12 +78,16 @@ impl Engine {
             return;
         }
         let cfg = self.ctl.config();
-        let quiet = cfg.window_ns + cfg.ttl_ns.max(cfg.idle_ns) + 2 * self.poll_ns;
-        let mut next = *self.next_poll_ns.get_or_insert(ts_ns + self.poll_ns);
+        // Capture clocks can be anything up to u64::MAX: saturate, never wrap.
+        let quiet = cfg.window_ns.saturating_add(cfg.ttl_ns.max(cfg.idle_ns)).saturating_add(2 * self.poll_ns);
+        let mut next = *self.next_poll_ns.get_or_insert(ts_ns.saturating_add(self.poll_ns));
         while next <= ts_ns {
             self.poll(next);
-            next += self.poll_ns;
-            if next > self.last_ns + quiet && next + self.poll_ns <= ts_ns {
+            if next == u64::MAX {
+                break;
+            }
+            next = next.saturating_add(self.poll_ns);
+            if next > self.last_ns.saturating_add(quiet) && next.saturating_add(self.poll_ns) <= ts_ns {
                 next = ts_ns - (ts_ns - next) % self.poll_ns;
             }
         }
@@ -181,7 +185,7 @@ impl Engine {
     /// Lets the clock run on past the last packet until every window has
     /// closed (as it would for a live controller), then ends every verdict.
     pub fn finish(&mut self) {
-        let end = self.last_ns + self.ctl.config().window_ns + 2 * self.poll_ns;
+        let end = self.last_ns.saturating_add(self.ctl.config().window_ns).saturating_add(2 * self.poll_ns);
         self.advance(end);
         let out = self.ctl.release_all(end);
         self.record(out.events);
@@ -269,5 +273,17 @@ mod tests {
             Config { mode: crate::controller::Mode::Block, block_one_way: true, ..Default::default() },
         );
         assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == crate::controller::Action::Blocked));
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    /// Found by `cargo fuzz run replay_reader`: a pcapng whose timestamps
+    /// sit near u64::MAX ns overflowed the poll clock.
+    #[test]
+    fn timestamps_near_the_end_of_time() {
+        let bytes = include_bytes!("../../fuzz/corpus/replay_reader/seed-regression-clock-overflow");
+        let r = crate::replay::replay_bytes(bytes, crate::controller::Config::default(), 250_000_000);
+        let _ = r.engine.summaries();
     }
 }

@@ -102,8 +102,6 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = s.duration.map(|d| tokio::time::Instant::now() + d);
     info!("monitoring {} in {:?} mode, polling every {:?}", s.interfaces.join(", "), s.mode, s.poll_interval);
-    // From here the program may be kept on a clean exit, if asked.
-    dp.keep_on_drop(false);
     loop {
         tokio::select! {
             _ = tick.tick() => {
