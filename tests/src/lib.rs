@@ -8,3 +8,8 @@ pub fn require_root() {
         panic!("{e:#}");
     }
 }
+
+/// The voipdetect binary the lab runs (`cargo xtask test` sets `VOIPDETECT_BIN`).
+pub fn binary() -> std::path::PathBuf {
+    voipdetect::lab::voipdetect_binary().expect("voipdetect binary (cargo xtask test sets VOIPDETECT_BIN)")
+}

@@ -9,17 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use voipdetect_tests::binary;
 use voipdetect::{
-    lab::{GatewayLab, voipdetect_binary},
+    lab::GatewayLab,
     traffic::{
         live::{self, FlowResult},
         pattern,
     },
 };
-
-fn binary() -> PathBuf {
-    voipdetect_binary().expect("voipdetect binary (cargo xtask test sets VOIPDETECT_BIN)")
-}
 
 fn result<'a>(results: &'a [FlowResult], name: &str) -> &'a FlowResult {
     results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no result for {name}"))

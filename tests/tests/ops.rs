@@ -3,20 +3,16 @@
 //! and a flow flood next to a call.
 
 use std::{
-    path::PathBuf,
     process::Stdio,
     sync::atomic::AtomicBool,
     time::{Duration, Instant},
 };
 
+use voipdetect_tests::binary;
 use voipdetect::{
-    lab::{Controller, GatewayLab, voipdetect_binary},
+    lab::{Controller, GatewayLab},
     traffic::{live, pattern},
 };
-
-fn binary() -> PathBuf {
-    voipdetect_binary().expect("voipdetect binary (cargo xtask test sets VOIPDETECT_BIN)")
-}
 
 /// `voipdetect ARGS --pin-dir <lab's>` in the gateway namespace: (exit code, stdout, stderr).
 fn cli(lab: &GatewayLab, args: &[&str]) -> (i32, String, String) {
