@@ -200,7 +200,13 @@ fn restrict(path: &Path) -> anyhow::Result<()> {
 /// `ip -details -json link show`.
 fn attached_xdp(iface: &str) -> Option<(u64, String)> {
     let out = std::process::Command::new("ip").args(["-details", "-json", "link", "show", "dev", iface]).output().ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    xdp_prog(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The XDP program (id, name) in the output of `ip -details -json link
+/// show dev IF`: one program under `prog`, several under `attached`.
+pub fn xdp_prog(ip_json: &str) -> Option<(u64, String)> {
+    let v: serde_json::Value = serde_json::from_str(ip_json).ok()?;
     let xdp = &v.get(0)?["xdp"];
     let prog = if xdp["prog"].is_object() { &xdp["prog"] } else { &xdp["attached"][0]["prog"] };
     Some((prog["id"].as_u64()?, prog["name"].as_str().unwrap_or("").to_owned()))

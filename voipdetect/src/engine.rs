@@ -32,6 +32,12 @@ pub struct ConvSummary {
     pub reason: Option<String>,
 }
 
+impl ConvSummary {
+    fn empty(key: FlowKey, first_seen_ns: u64, last_seen_ns: u64) -> Self {
+        Self { key, first_seen_ns, last_seen_ns, packets: 0, bytes: 0, detected_at_ns: None, label: None, reason: None }
+    }
+}
+
 /// Offline flow table plus controller.
 pub struct Engine {
     flows: HashMap<FlowKey, FlowCounters>,
@@ -117,16 +123,10 @@ impl Engine {
             if e.kind != EventKind::Verdict {
                 continue;
             }
-            let s = self.summaries.entry(e.key.canonical()).or_insert_with(|| ConvSummary {
-                key: e.key,
-                first_seen_ns: e.first_seen_ns,
-                last_seen_ns: e.first_seen_ns,
-                packets: 0,
-                bytes: 0,
-                detected_at_ns: None,
-                label: None,
-                reason: None,
-            });
+            let s = self
+                .summaries
+                .entry(e.key.canonical())
+                .or_insert_with(|| ConvSummary::empty(e.key, e.first_seen_ns, e.first_seen_ns));
             if s.detected_at_ns.is_none() {
                 s.detected_at_ns = Some(e.at_ns);
                 s.key = e.key;
@@ -142,16 +142,10 @@ impl Engine {
 
     /// Folds one direction's counters into its conversation's summary.
     fn summarise(&mut self, k: &FlowKey, c: &FlowCounters) {
-        let s = self.summaries.entry(k.canonical()).or_insert_with(|| ConvSummary {
-            key: *k,
-            first_seen_ns: c.first_seen_ns,
-            last_seen_ns: c.last_seen_ns,
-            packets: 0,
-            bytes: 0,
-            detected_at_ns: None,
-            label: None,
-            reason: None,
-        });
+        let s = self
+            .summaries
+            .entry(k.canonical())
+            .or_insert_with(|| ConvSummary::empty(*k, c.first_seen_ns, c.last_seen_ns));
         if c.first_seen_ns < s.first_seen_ns {
             s.first_seen_ns = c.first_seen_ns;
             if s.detected_at_ns.is_none() {

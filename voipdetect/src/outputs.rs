@@ -112,15 +112,11 @@ impl Outputs {
         if e.kind == EventKind::Release
             && let Some(w) = &mut self.records
         {
-            let (a, b) = match &self.pseudo {
-                Some(p) => (p.endpoint(&e.key, true), p.endpoint(&e.key, false)),
-                None => (crate::report::endpoint(&e.key, true), crate::report::endpoint(&e.key, false)),
-            };
             let r = CallRecord {
                 record: "call",
                 proto: proto_name(e.key.proto),
-                a,
-                b,
+                a: rec.src,
+                b: rec.dst,
                 start: rfc3339(wall(e.first_seen_ns)),
                 end: rfc3339(wall(e.last_seen_ns)),
                 duration: (e.last_seen_ns.saturating_sub(e.first_seen_ns) as f64 / 1e6).round() / 1e3,

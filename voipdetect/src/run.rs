@@ -93,6 +93,8 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
         }
         std::fs::write(path, serde_json::to_vec_pretty(&st)?).with_context(|| format!("writing {}", path.display()))?;
     }
+    // Counting blocked conversations walks them all: only done for a scrape target.
+    let serving = listener.is_some();
     let _server = listener.map(|l| tokio::spawn(metrics.clone().serve(l)));
     let mut ctl = Controller::new(s.controller());
     let mut names = IfNames::default();
@@ -110,7 +112,9 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                 let flows = dp.for_each_flow(|k, c| ctl.observe(k, c))?;
                 let out = ctl.finish_poll(now);
                 apply(&mut dp, &out, &mut outputs, &metrics, &mut names, now)?;
-                metrics.poll(&dp.stats()?, flows, s.flow_entries, ctl.conversations(), ctl.blocked(), started.elapsed().as_secs_f64());
+                if serving {
+                    metrics.poll(&dp.stats()?, flows, s.flow_entries, ctl.conversations(), ctl.blocked(), started.elapsed().as_secs_f64());
+                }
             }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }

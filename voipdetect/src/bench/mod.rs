@@ -75,9 +75,7 @@ impl BenchProgs {
 /// Returns the wall time it took.
 pub fn live_frames(ns: &str, iface: &str, program: &str, frame: &[u8], count: u32) -> anyhow::Result<std::time::Duration> {
     use aya::programs::TestRunAttrs;
-    std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<std::time::Duration> {
-            crate::lab::netns::enter(ns)?;
+    crate::lab::netns::in_ns(ns, || {
             let mut generator = BenchProgs::load(crate::datapath::ifindex(iface)?)?;
             let prog = generator.prog(program)?;
             let t = std::time::Instant::now();
@@ -95,9 +93,6 @@ pub fn live_frames(ns: &str, iface: &str, program: &str, frame: &[u8], count: u3
                 left -= n;
             }
             Ok(t.elapsed())
-        })
-        .join()
-        .map_err(|_| anyhow!("generator thread panicked"))?
     })
 }
 

@@ -13,7 +13,7 @@ use super::{BenchProgs, Scale, Table};
 use crate::{
     datapath::{Datapath, LoadOptions},
     frames::FrameSpec,
-    lab::netns::{self, Netns, sh},
+    lab::netns::{self, Netns, in_ns, sh},
     run::monotonic_ns,
 };
 
@@ -21,11 +21,6 @@ const GEN_MAC: &str = "02:00:00:00:03:01";
 const SINK_MAC: &str = "02:00:00:00:03:02";
 const SINK_IP: &str = "198.18.0.2";
 const PORT: u16 = 9000;
-
-/// Runs `f` on a thread inside network namespace `ns`.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-    std::thread::scope(|s| s.spawn(|| netns::enter(ns).and_then(|()| f())).join().map_err(|_| anyhow!("thread panicked"))?)
-}
 
 struct Pair {
     gen_ns: Netns,

@@ -170,10 +170,7 @@ impl GatewayLab {
         let mut ids = Vec::new();
         for ifc in [&self.gw_client_if, &self.gw_server_if] {
             let out = self.gateway.ip(&["-details", "-json", "link", "show", "dev", ifc])?;
-            let v: serde_json::Value = serde_json::from_str(&out)?;
-            let xdp = &v[0]["xdp"];
-            let prog = if xdp["prog"].is_object() { &xdp["prog"] } else { &xdp["attached"][0]["prog"] };
-            if let Some(id) = prog["id"].as_u64() {
+            if let Some((id, _)) = crate::datapath::xdp_prog(&out) {
                 ids.push(id);
             }
         }

@@ -134,6 +134,14 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread inside network namespace `ns` (the calling
+/// thread's own namespace is left alone).
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| enter(ns).and_then(|()| f())).join().map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+    })
+}
+
 /// Deletes lab namespaces whose creating process no longer exists.
 pub fn remove_stale() {
     let Ok(list) = sh("ip", &["netns", "list"]) else { return };
