@@ -4,18 +4,10 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
-    let ebpf = packages
-        .iter()
-        .find(|p| p.name.as_str() == "voipdetect-ebpf")
-        .ok_or_else(|| anyhow!("voipdetect-ebpf package not found"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("voipdetect-ebpf manifest has no parent directory"))?;
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
+    let ebpf =
+        packages.iter().find(|p| p.name.as_str() == "voipdetect-ebpf").ok_or_else(|| anyhow!("voipdetect-ebpf package not found"))?;
+    let root_dir = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("voipdetect-ebpf manifest has no parent directory"))?;
     // The common crate's sources are compiled into the program too.
     let common = root_dir.parent().map(|p| p.join("voipdetect-common"));
     if let Some(common) = common {

@@ -11,10 +11,7 @@ use voipdetect::{
     run::monotonic_ns,
     traffic::pattern::rtp_header,
 };
-use voipdetect_common::{
-    BlockEntry, FlowCounters, FlowKey, Stat,
-    parse::parse_ethernet,
-};
+use voipdetect_common::{BlockEntry, FlowCounters, FlowKey, Stat, parse::parse_ethernet};
 
 const PASS: u32 = 2;
 const DROP: u32 = 1;
@@ -166,11 +163,7 @@ fn frame_table() {
         passed("three vlan tags", vlan3.build(&[1; 35]), Stat::VlanTooDeep),
         passed("four vlan tags", four_tags, Stat::VlanTooDeep),
         tracked("tcp with payload", tcp.build(&[2; 110]), data(110, true)),
-        tracked(
-            "tcp pure ack",
-            tcp.build(&[]),
-            FlowDelta { empty: 1, ..Default::default() },
-        ),
+        tracked("tcp pure ack", tcp.build(&[]), FlowDelta { empty: 1, ..Default::default() }),
         tracked("ipv4 with 40 bytes of options", opts.build(&[3; 50]), data(50, true)),
         passed("ipv4 ihl 3", bad_ihl, Stat::Malformed),
         passed("tcp data offset 3", bad_doff, Stat::Malformed),

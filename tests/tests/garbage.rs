@@ -22,7 +22,11 @@ fn garbage(rng: &mut SmallRng, i: u64) -> Vec<u8> {
         let n = rng.random_range(0..300);
         let mut payload = vec![0u8; n];
         rng.fill_bytes(&mut payload);
-        let spec = if tcp { FrameSpec::tcp(src.parse().unwrap(), dst.parse().unwrap()) } else { FrameSpec::udp(src.parse().unwrap(), dst.parse().unwrap()) };
+        let spec = if tcp {
+            FrameSpec::tcp(src.parse().unwrap(), dst.parse().unwrap())
+        } else {
+            FrameSpec::udp(src.parse().unwrap(), dst.parse().unwrap())
+        };
         spec.build(&payload)
     };
     let mut f = base(rng, i.is_multiple_of(2));
@@ -143,7 +147,16 @@ fn a_million_broken_frames_all_pass_and_are_all_counted() {
     let per_reason: Vec<String> = Stat::ALL.iter().filter(|s| s.is_outcome()).map(|s| format!("{}={}", s.name(), d.get(*s))).collect();
     eprintln!("figure: {n} broken frames through BPF_PROG_TEST_RUN, all passed: {}", per_reason.join(" "));
     // Every kind of damage was exercised.
-    for s in [Stat::Truncated, Stat::Malformed, Stat::Fragment, Stat::NotIp, Stat::OtherL4, Stat::VlanTooDeep, Stat::Ipv6ExtTooDeep, Stat::Tracked] {
+    for s in [
+        Stat::Truncated,
+        Stat::Malformed,
+        Stat::Fragment,
+        Stat::NotIp,
+        Stat::OtherL4,
+        Stat::VlanTooDeep,
+        Stat::Ipv6ExtTooDeep,
+        Stat::Tracked,
+    ] {
         assert!(d.get(s) > 0, "no frame ended as {}", s.name());
     }
 }

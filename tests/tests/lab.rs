@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use voipdetect_tests::binary;
 use voipdetect::{
     lab::GatewayLab,
     traffic::{
@@ -17,6 +16,7 @@ use voipdetect::{
         pattern,
     },
 };
+use voipdetect_tests::binary;
 
 fn result<'a>(results: &'a [FlowResult], name: &str) -> &'a FlowResult {
     results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no result for {name}"))
@@ -179,10 +179,7 @@ fn tempdir(id: &str) -> PathBuf {
 /// Capture times (s) of the packets in a pcap, read with tcpdump.
 fn packet_times(file: &Path) -> Vec<f64> {
     let out = Command::new("tcpdump").args(["-r"]).arg(file).args(["-n", "-tt"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
 }
 
 /// Runs `voipdetect ARGS` in the gateway namespace (optionally without
@@ -299,10 +296,7 @@ fn every_call_variant_is_cut_off_and_one_way_media_only_reported() {
     }
     let r = result(&results, &one_way.name);
     assert!(r.delivered_all(), "one-way media must not be blocked by default: {r:?}");
-    let v = events
-        .iter()
-        .find(|e| e["event"] == "verdict" && has_port(e, one_way.server_port))
-        .expect("one-way media reported");
+    let v = events.iter().find(|e| e["event"] == "verdict" && has_port(e, one_way.server_port)).expect("one-way media reported");
     assert!(!verdicts(&events).iter().any(|e| has_port(e, one_way.server_port)), "one-way media called a call");
     assert_eq!((v["one_way"].as_bool(), v["action"].as_str()), (Some(true), Some("reported")), "{v}");
     assert!(v["src"].as_str().unwrap().ends_with(&format!(":{}", one_way.server_port)), "the sender is the source: {v}");

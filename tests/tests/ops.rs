@@ -8,23 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use voipdetect_tests::binary;
 use voipdetect::{
     lab::{Controller, GatewayLab},
     traffic::{live, pattern},
 };
+use voipdetect_tests::binary;
 
 /// `voipdetect ARGS --pin-dir <lab's>` in the gateway namespace: (exit code, stdout, stderr).
 fn cli(lab: &GatewayLab, args: &[&str]) -> (i32, String, String) {
-    let out = lab
-        .gateway
-        .command(binary())
-        .args(args)
-        .arg("--pin-dir")
-        .arg(lab.pin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = lab.gateway.command(binary()).args(args).arg("--pin-dir").arg(lab.pin_dir()).stdin(Stdio::null()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
@@ -159,7 +151,11 @@ fn commands_read_and_change_the_running_controller() {
     }
     assert_eq!(lab.gateway_xdp_ids().unwrap().len(), 2);
     // Bad input to the commands: one line, non-zero.
-    for args in [&["block", "sctp", "1.2.3.4:1", "5.6.7.8:2"][..], &["block", "udp", "1.2.3.4", "5.6.7.8:2"], &["unblock", "udp", "1.2.3.4:1", "[::1]:2"]] {
+    for args in [
+        &["block", "sctp", "1.2.3.4:1", "5.6.7.8:2"][..],
+        &["block", "udp", "1.2.3.4", "5.6.7.8:2"],
+        &["unblock", "udp", "1.2.3.4:1", "[::1]:2"],
+    ] {
         let (code, _, err) = cli(&lab, args);
         assert_ne!(code, 0, "{args:?}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");

@@ -17,8 +17,7 @@ pub const IAT_BUCKETS: usize = 10;
 /// 0 `<2 ms` back-to-back burst (video frames, bulk), 1 `2–7.5 ms`,
 /// 2 `~10 ms`, 3 `~20 ms`, 4 `~30 ms`, 5 `~40 ms`, 6 `~60 ms`,
 /// 7 `80–250 ms` (slow keep-alives, comfort noise), 8 `0.25–1 s`, 9 `≥1 s`.
-pub const IAT_UPPER_US: [u32; IAT_BUCKETS - 1] =
-    [2_000, 7_500, 15_000, 25_000, 35_000, 50_000, 80_000, 250_000, 1_000_000];
+pub const IAT_UPPER_US: [u32; IAT_BUCKETS - 1] = [2_000, 7_500, 15_000, 25_000, 35_000, 50_000, 80_000, 250_000, 1_000_000];
 /// The bucket a voice stream with this packetisation (ms) falls into.
 pub const CADENCE_BUCKETS: [(u32, usize); 5] = [(10, 2), (20, 3), (30, 4), (40, 5), (60, 6)];
 

@@ -40,15 +40,7 @@ impl FlowKey {
     /// The key of the opposite direction.
     #[inline(always)]
     pub fn reversed(&self) -> Self {
-        Self {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-            family: self.family,
-            _pad: [0; 2],
-        }
+        Self { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto, family: self.family, _pad: [0; 2] }
     }
 
     /// True when this direction is the conversation's canonical one (the

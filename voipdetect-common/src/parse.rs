@@ -328,7 +328,11 @@ mod tests {
         gtp.extend_from_slice(&[0, 0, 0, 1, 0, 7, 0, 0]);
         gtp.extend_from_slice(inner_ip);
         let mut f = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(GTPU_PORT, GTPU_PORT).write(&mut f, &gtp).unwrap();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(GTPU_PORT, GTPU_PORT)
+            .write(&mut f, &gtp)
+            .unwrap();
         let p = parse(&f).unwrap();
         assert_eq!((&p.key.src[..4], p.key.dport, p.payload_len), (&A4[..], 5004, 40));
         // Not a G-PDU: the outer flow is what is tracked.
@@ -441,12 +445,7 @@ mod tests {
 
     fn tcp4(payload: &[u8], doff: Option<u8>) -> Vec<u8> {
         let mut f = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6])
-            .ipv4(A4, B4, 64)
-            .tcp(40000, 1935, 1, 1000)
-            .ack(5)
-            .write(&mut f, payload)
-            .unwrap();
+        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(A4, B4, 64).tcp(40000, 1935, 1, 1000).ack(5).write(&mut f, payload).unwrap();
         if let Some(d) = doff {
             f[14 + 20 + 12] = d << 4;
         }

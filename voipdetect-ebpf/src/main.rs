@@ -91,10 +91,7 @@ static ZERO_FLOW: FlowCounters = FlowCounters::ZERO;
 
 /// The flow's entry, created on its first packet.
 #[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by value, the 120-byte template would be copied onto the stack"
-)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "by value, the 120-byte template would be copied onto the stack")]
 fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32, event: &mut Option<Event>) -> Option<*mut FlowCounters> {
     if let Some(c) = FLOWS.get_ptr_mut(key) {
         return Some(c);

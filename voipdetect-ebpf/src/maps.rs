@@ -11,12 +11,10 @@ use voipdetect_common::{
 };
 
 #[map(name = "VD_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowCounters> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowCounters> = LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
 #[map(name = "VD_BLOCKLIST")]
-pub static BLOCKLIST: HashMap<FlowKey, BlockEntry> =
-    HashMap::with_max_entries(DEFAULT_BLOCK_ENTRIES, 0);
+pub static BLOCKLIST: HashMap<FlowKey, BlockEntry> = HashMap::with_max_entries(DEFAULT_BLOCK_ENTRIES, 0);
 
 #[map(name = "VD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT as u32, 0);

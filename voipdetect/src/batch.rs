@@ -66,9 +66,7 @@ pub fn for_each<K: Pod, V: Pod>(fd: BorrowedFd<'_>, chunk: usize, mut f: impl Fn
         };
         // SAFETY: `attr` points at buffers of `chunk` keys and values and at
         // two u64 cursors, all alive for the call.
-        let r = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>())
-        };
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>()) };
         let err = (r < 0).then(io::Error::last_os_error);
         let done = match err.as_ref().and_then(io::Error::raw_os_error) {
             None => false,

@@ -110,12 +110,7 @@ pub struct ReadError {
     pub what: String,
 }
 
-const PCAP_MAGICS: [[u8; 4]; 4] = [
-    [0xd4, 0xc3, 0xb2, 0xa1],
-    [0xa1, 0xb2, 0xc3, 0xd4],
-    [0x4d, 0x3c, 0xb2, 0xa1],
-    [0xa1, 0xb2, 0x3c, 0x4d],
-];
+const PCAP_MAGICS: [[u8; 4]; 4] = [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 fn describe(e: &PcapError) -> String {
@@ -143,8 +138,7 @@ pub fn for_each_record(bytes: &[u8], mut f: impl FnMut(Record<'_>)) -> Result<()
 }
 
 fn pcap(bytes: &[u8], f: &mut impl FnMut(Record<'_>)) -> Result<(), ReadError> {
-    let (mut rest, parser) =
-        PcapParser::new(bytes).map_err(|e| ReadError { offset: 0, what: format!("pcap header: {}", describe(&e)) })?;
+    let (mut rest, parser) = PcapParser::new(bytes).map_err(|e| ReadError { offset: 0, what: format!("pcap header: {}", describe(&e)) })?;
     let link = Link::from(parser.header().datalink);
     while !rest.is_empty() {
         let offset = bytes.len() - rest.len();
@@ -165,10 +159,7 @@ struct Iface {
 
 fn iface_of(link: DataLink, opts: &[InterfaceDescriptionOption<'_>]) -> Iface {
     // pcapng §4.2 if_tsresol: MSB clear, 10^-n s; MSB set, 2^-n s. Default 10^-6.
-    let resol = opts
-        .iter()
-        .find_map(|o| if let InterfaceDescriptionOption::IfTsResol(r) = o { Some(*r) } else { None })
-        .unwrap_or(6);
+    let resol = opts.iter().find_map(|o| if let InterfaceDescriptionOption::IfTsResol(r) = o { Some(*r) } else { None }).unwrap_or(6);
     let (num, den) = if resol & 0x80 == 0 {
         let n = u32::from(resol.min(19));
         if n <= 9 { (10u128.pow(9 - n), 1) } else { (1, 10u128.pow(n - 9)) }
@@ -179,8 +170,8 @@ fn iface_of(link: DataLink, opts: &[InterfaceDescriptionOption<'_>]) -> Iface {
 }
 
 fn pcapng(bytes: &[u8], f: &mut impl FnMut(Record<'_>)) -> Result<(), ReadError> {
-    let (mut rest, mut parser) = PcapNgParser::new(bytes)
-        .map_err(|e| ReadError { offset: 0, what: format!("pcapng section header: {}", describe(&e)) })?;
+    let (mut rest, mut parser) =
+        PcapNgParser::new(bytes).map_err(|e| ReadError { offset: 0, what: format!("pcapng section header: {}", describe(&e)) })?;
     let mut ifaces: Vec<Iface> = Vec::new();
     let mut last_ts = 0u64;
     while !rest.is_empty() {
@@ -238,8 +229,7 @@ mod tests {
     }
 
     fn ipv4_udp() -> Vec<u8> {
-        let f = crate::frames::FrameSpec::udp("10.0.0.1:5004".parse().unwrap(), "10.0.0.2:6000".parse().unwrap())
-            .build(&[1; 20]);
+        let f = crate::frames::FrameSpec::udp("10.0.0.1:5004".parse().unwrap(), "10.0.0.2:6000".parse().unwrap()).build(&[1; 20]);
         f[14..].to_vec()
     }
 

@@ -360,7 +360,7 @@ fn rtp_reason(proto: u8, a: &DirWindow, b: Option<&DirWindow>) -> String {
 mod tests {
     use std::time::Duration;
 
-    use voipdetect_common::{FlowCounters, features::update, parse::Packet, hints::Hint, FlowKey};
+    use voipdetect_common::{FlowCounters, FlowKey, features::update, hints::Hint, parse::Packet};
 
     use super::*;
     use crate::{

@@ -249,8 +249,7 @@ impl Settings {
             }
             self.call_records = o.call_records.map(Into::into).or(self.call_records.take());
             if let Some(m) = o.metrics {
-                self.metrics =
-                    Some(m.parse().map_err(|e| key_err("outputs.metrics", format!("{m:?}: {e} (example: 127.0.0.1:9464)")))?);
+                self.metrics = Some(m.parse().map_err(|e| key_err("outputs.metrics", format!("{m:?}: {e} (example: 127.0.0.1:9464)")))?);
             }
             if let Some(v) = o.pseudonymize_ips {
                 self.pseudonymize_ips = v;
@@ -263,9 +262,23 @@ impl Settings {
                 ($($f:ident),*) => { $( if let Some(v) = t.$f { th.$f = v; } )* };
             }
             set!(
-                min_pps, max_pps, max_mean_size, min_cadence_share, max_burst_share, min_size_stability,
-                max_rate_ratio, max_size_ratio, quiet_min_pps, quiet_max_size, windows_needed, rtp_min_in_seq,
-                rtp_min_pps, one_way_max_reverse, one_way_settle_s, one_way_ended_s, min_packets_tracked
+                min_pps,
+                max_pps,
+                max_mean_size,
+                min_cadence_share,
+                max_burst_share,
+                min_size_stability,
+                max_rate_ratio,
+                max_size_ratio,
+                quiet_min_pps,
+                quiet_max_size,
+                windows_needed,
+                rtp_min_in_seq,
+                rtp_min_pps,
+                one_way_max_reverse,
+                one_way_settle_s,
+                one_way_ended_s,
+                min_packets_tracked
             );
         }
         Ok(())
@@ -334,7 +347,11 @@ impl Settings {
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

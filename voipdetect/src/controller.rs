@@ -257,17 +257,15 @@ impl Controller {
             // A flow of a packet or two with no media hint cannot be judged
             // yet: no state until it has more (floods and scans cost nothing).
             Entry::Vacant(_) if !worth_tracking(c, self.cfg.thresholds.min_packets_tracked) => return,
-            Entry::Vacant(e) => {
-                e.insert(Conv {
-                    dirs: [None, None],
-                    win_start_ns: c.first_seen_ns,
-                    streak: 0,
-                    talked: [false; 2],
-                    hints: Hints::default(),
-                    reason: None,
-                    verdict: None,
-                })
-            }
+            Entry::Vacant(e) => e.insert(Conv {
+                dirs: [None, None],
+                win_start_ns: c.first_seen_ns,
+                streak: 0,
+                talked: [false; 2],
+                hints: Hints::default(),
+                reason: None,
+                verdict: None,
+            }),
         };
         match &mut conv.dirs[idx] {
             Some(d) if d.first_seen_ns == c.first_seen_ns => d.read(c),
@@ -457,9 +455,9 @@ fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &Acti
     let first_seen_ns = conv.first_seen();
     let order = [init, 1 - init];
     let tot = |i: usize| {
-        conv.dirs[i].as_ref().map_or((0, 0), |d| {
-            (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes)
-        })
+        conv.dirs[i]
+            .as_ref()
+            .map_or((0, 0), |d| (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes))
     };
     let (a, b) = (tot(order[0]), tot(order[1]));
     Event {

@@ -44,11 +44,8 @@ fn label_row(capture: &str, f: &Flow, label: &str, gaming: bool) -> String {
     let bytes = |fr: &[crate::traffic::Frame]| fr.iter().map(|x| x.payload.len()).sum::<usize>();
     let first = f.up.iter().chain(&f.down).map(|x| x.at).min().unwrap_or_default();
     let dur = f.span().saturating_sub(first).as_secs_f64();
-    let (pkts_ab, bytes_ab) = if f.bulk_bytes > 0 {
-        (f.bulk_bytes.div_ceil(1448) as usize, f.bulk_bytes as usize)
-    } else {
-        (f.up.len(), bytes(&f.up))
-    };
+    let (pkts_ab, bytes_ab) =
+        if f.bulk_bytes > 0 { (f.bulk_bytes.div_ceil(1448) as usize, f.bulk_bytes as usize) } else { (f.up.len(), bytes(&f.up)) };
     let l4 = match f.transport {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",
@@ -71,9 +68,7 @@ fn label_row(capture: &str, f: &Flow, label: &str, gaming: bool) -> String {
 /// into `dir`; returns the number of captures.
 pub fn write(dir: &Path, secs: u64) -> anyhow::Result<usize> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut labels = String::from(
-        "capture\tl4\ta\tb\tlabel\tgaming\tpkts_ab\tpkts_ba\tbytes_ab\tbytes_ba\tduration_s\tvlan\ttunnel\n",
-    );
+    let mut labels = String::from("capture\tl4\ta\tb\tlabel\tgaming\tpkts_ab\tpkts_ba\tbytes_ab\tbytes_ba\tduration_s\tvlan\ttunnel\n");
     let mut split = String::from("capture\tset\tkind\ttheme\n");
     let mut entries: Vec<(Flow, &str, &str)> = Vec::new();
     for f in pattern::call_variants(secs) {

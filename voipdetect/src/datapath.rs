@@ -4,8 +4,8 @@
 
 use std::{
     ffi::CString,
-    path::{Path, PathBuf},
     os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -49,12 +49,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self {
-            flow_entries: DEFAULT_FLOW_ENTRIES,
-            block_entries: DEFAULT_BLOCK_ENTRIES,
-            kernel_debug_log: false,
-            pin_dir: None,
-        }
+        Self { flow_entries: DEFAULT_FLOW_ENTRIES, block_entries: DEFAULT_BLOCK_ENTRIES, kernel_debug_log: false, pin_dir: None }
     }
 }
 
@@ -177,9 +172,7 @@ fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     if dir.starts_with(root) && existing.starts_with("/sys") {
         let (src, target, fstype) = (c"bpf", CString::new("/sys/fs/bpf")?, c"bpf");
         // SAFETY: NUL-terminated strings; a plain mount of a pseudo filesystem.
-        let r = unsafe {
-            libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, c"mode=0700".as_ptr().cast())
-        };
+        let r = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, c"mode=0700".as_ptr().cast()) };
         if r != 0 {
             return Err(std::io::Error::last_os_error()).context("mounting the BPF filesystem on /sys/fs/bpf");
         }
@@ -192,8 +185,7 @@ fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
 /// Makes a pinned object readable and writable by root only.
 fn restrict(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod 0600 {}", path.display()))
 }
 
 /// The XDP program attached to an interface, if any: (id, name), from
@@ -346,9 +338,7 @@ impl Maps {
     pub fn flow_map_memory(&self) -> anyhow::Result<(u64, u32)> {
         let fd = self.flows.map().fd().as_fd().as_raw_fd();
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).context("reading fdinfo")?;
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok())
-        };
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
         let memlock = field("memlock:").ok_or_else(|| anyhow!("no memlock in fdinfo"))?;
         let max = field("max_entries:").ok_or_else(|| anyhow!("no max_entries in fdinfo"))?;
         Ok((memlock, max as u32))
@@ -413,7 +403,6 @@ impl Maps {
         }
         Ok(s)
     }
-
 }
 
 impl Datapath {
@@ -426,13 +415,13 @@ impl Datapath {
         check_privileges()?;
         let level = if opts.kernel_debug_log { LOG_LEVEL_DEBUG } else { LOG_LEVEL_OFF };
         let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(FLOWS, opts.flow_entries)
-            .map_max_entries(BLOCKLIST, opts.block_entries)
-            .override_global(LOG_LEVEL_GLOBAL, &level, true);
+        loader.map_max_entries(FLOWS, opts.flow_entries).map_max_entries(BLOCKLIST, opts.block_entries).override_global(
+            LOG_LEVEL_GLOBAL,
+            &level,
+            true,
+        );
         let mut adopted_maps = false;
-        let paths: Vec<(&str, PathBuf)> =
-            opts.pin_dir.iter().flat_map(|d| MAP_NAMES.iter().map(move |n| (*n, d.join(n)))).collect();
+        let paths: Vec<(&str, PathBuf)> = opts.pin_dir.iter().flat_map(|d| MAP_NAMES.iter().map(move |n| (*n, d.join(n)))).collect();
         if let Some(dir) = &opts.pin_dir {
             ensure_bpffs(dir)?;
             std::fs::create_dir_all(dir).with_context(|| format!("creating the pin directory {}", dir.display()))?;
@@ -524,9 +513,7 @@ impl Datapath {
                     (link, AttachMode::Generic)
                 }
                 Err(generic) => {
-                    return Err(anyhow!(
-                        "attaching XDP to {iface} failed: native mode: {native}; generic mode: {generic}"
-                    ));
+                    return Err(anyhow!("attaching XDP to {iface} failed: native mode: {native}; generic mode: {generic}"));
                 }
             },
         };

@@ -123,10 +123,7 @@ impl Engine {
             if e.kind != EventKind::Verdict {
                 continue;
             }
-            let s = self
-                .summaries
-                .entry(e.key.canonical())
-                .or_insert_with(|| ConvSummary::empty(e.key, e.first_seen_ns, e.first_seen_ns));
+            let s = self.summaries.entry(e.key.canonical()).or_insert_with(|| ConvSummary::empty(e.key, e.first_seen_ns, e.first_seen_ns));
             if s.detected_at_ns.is_none() {
                 s.detected_at_ns = Some(e.at_ns);
                 s.key = e.key;
@@ -142,10 +139,7 @@ impl Engine {
 
     /// Folds one direction's counters into its conversation's summary.
     fn summarise(&mut self, k: &FlowKey, c: &FlowCounters) {
-        let s = self
-            .summaries
-            .entry(k.canonical())
-            .or_insert_with(|| ConvSummary::empty(*k, c.first_seen_ns, c.last_seen_ns));
+        let s = self.summaries.entry(k.canonical()).or_insert_with(|| ConvSummary::empty(*k, c.first_seen_ns, c.last_seen_ns));
         if c.first_seen_ns < s.first_seen_ns {
             s.first_seen_ns = c.first_seen_ns;
             if s.detected_at_ns.is_none() {
@@ -242,7 +236,12 @@ mod tests {
         }
         eprintln!("{}", report.join("\n"));
         let missed: Vec<_> = report.iter().filter(|l| l.ends_with("None")).collect();
-        assert!(missed.is_empty(), "missed:\n{}\nall:\n{}", missed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"), report.join("\n"));
+        assert!(
+            missed.is_empty(),
+            "missed:\n{}\nall:\n{}",
+            missed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
+            report.join("\n")
+        );
     }
 
     #[test]
@@ -262,10 +261,8 @@ mod tests {
         // The server sends: it is the source of the reported direction.
         assert_eq!(v.key.sport, f.server_port);
         assert!(v.reason.contains("one way"), "{}", v.reason);
-        let e = events(
-            std::slice::from_ref(&f),
-            Config { mode: crate::controller::Mode::Block, block_one_way: true, ..Default::default() },
-        );
+        let e =
+            events(std::slice::from_ref(&f), Config { mode: crate::controller::Mode::Block, block_one_way: true, ..Default::default() });
         assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == crate::controller::Action::Blocked));
     }
 }

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{
-    IpFragOffset, IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FragmentHeader,
-    Ipv6Header, Ipv6RawExtHeader, PacketBuilder, VlanHeader, SingleVlanHeader, DoubleVlanHeader, EtherType, VlanId,
+    DoubleVlanHeader, EtherType, IpFragOffset, IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv4Options, Ipv6Extensions,
+    Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, SingleVlanHeader, VlanHeader, VlanId,
 };
 
 use crate::traffic::Transport;
@@ -97,9 +97,9 @@ impl FrameSpec {
                 let ext = Ipv6Extensions {
                     hop_by_hop_options: self.ipv6_hop_by_hop.then(opts),
                     destination_options: self.ipv6_dest_opts.then(opts),
-                    fragment: self.fragment.map(|(off, more)| {
-                        Ipv6FragmentHeader::new(proto, IpFragOffset::try_new(off).expect("13-bit offset"), more, 7)
-                    }),
+                    fragment: self
+                        .fragment
+                        .map(|(off, more)| Ipv6FragmentHeader::new(proto, IpFragOffset::try_new(off).expect("13-bit offset"), more, 7)),
                     ..Default::default()
                 };
                 IpHeaders::Ipv6(h, ext)

@@ -269,10 +269,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::new()
-        .parse_filters(&format!("warn,voipdetect={0},aya_log={0}", cli.log_level))
-        .format_target(false)
-        .init();
+    env_logger::Builder::new().parse_filters(&format!("warn,voipdetect={0},aya_log={0}", cli.log_level)).format_target(false).init();
     let debug = cli.log_level == "debug" || cli.log_level == "trace";
     let result = match cli.cmd {
         Cmd::Run(a) => a.settings().and_then(|s| tokio_main(voipdetect::run::run(s, debug))),

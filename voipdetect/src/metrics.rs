@@ -127,7 +127,8 @@ impl Metrics {
             let Ok((mut sock, _)) = listener.accept().await else { continue };
             let body = self.render();
             let mut req = [0u8; 1024];
-            let n = tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut req)).await.ok().and_then(Result::ok).unwrap_or(0);
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut req)).await.ok().and_then(Result::ok).unwrap_or(0);
             let line = String::from_utf8_lossy(&req[..n]);
             let ok = line.starts_with("GET /metrics") || line.starts_with("GET / ");
             let resp = if ok {

@@ -53,7 +53,13 @@ pub fn block(pin_dir: &Path, key: FlowKey, ttl: Duration) -> anyhow::Result<()> 
     let mut maps = Maps::open_pinned(pin_dir)?;
     let now = monotonic_ns();
     maps.block(&[key, key.reversed()], BlockEntry { expires_ns: now + ttl.as_nanos() as u64, since_ns: now })?;
-    println!("blocked {} {} <-> {} for {}", proto_name(key.proto), endpoint(&key, true), endpoint(&key, false), humantime::format_duration(ttl));
+    println!(
+        "blocked {} {} <-> {} for {}",
+        proto_name(key.proto),
+        endpoint(&key, true),
+        endpoint(&key, false),
+        humantime::format_duration(ttl)
+    );
     Ok(())
 }
 
@@ -102,7 +108,13 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
             src: endpoint(k, true),
             dst: endpoint(k, false),
             pps: f64::from(dp) / span,
-            mean_size: if dp > 0 { db as f64 / f64::from(dp) } else if c.packets > 0 { c.bytes as f64 / f64::from(c.packets) } else { 0.0 },
+            mean_size: if dp > 0 {
+                db as f64 / f64::from(dp)
+            } else if c.packets > 0 {
+                c.bytes as f64 / f64::from(c.packets)
+            } else {
+                0.0
+            },
             packets: u64::from(c.packets) + u64::from(c.empty),
             bytes: c.bytes,
             age: secs(now.saturating_sub(c.first_seen_ns)),
@@ -136,8 +148,7 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
 /// The running controller, its interfaces and the kernel's counters.
 pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
-    let state: Option<RunState> =
-        std::fs::read_to_string(state_path(pin_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let state: Option<RunState> = std::fs::read_to_string(state_path(pin_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
     let links: Vec<String> = std::fs::read_dir(pin_dir)
         .with_context(|| format!("reading {}", pin_dir.display()))?
         .filter_map(Result::ok)
@@ -189,10 +200,8 @@ pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
 /// crash): detaches the program from every interface and drops the maps.
 pub fn detach(pin_dir: &Path) -> anyhow::Result<()> {
     crate::datapath::check_privileges()?;
-    let entries: Vec<_> = std::fs::read_dir(pin_dir)
-        .with_context(|| format!("nothing pinned at {}", pin_dir.display()))?
-        .filter_map(Result::ok)
-        .collect();
+    let entries: Vec<_> =
+        std::fs::read_dir(pin_dir).with_context(|| format!("nothing pinned at {}", pin_dir.display()))?.filter_map(Result::ok).collect();
     for e in &entries {
         let name = e.file_name().to_string_lossy().into_owned();
         std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;

@@ -58,7 +58,10 @@ pub fn svg(series: &[Series]) -> String {
         o,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
     );
-    let _ = write!(o, r#"<text x="{LEFT}" y="18" font-size="14">packets per second (both directions), busiest conversations; ▲ verdict</text>"#);
+    let _ = write!(
+        o,
+        r#"<text x="{LEFT}" y="18" font-size="14">packets per second (both directions), busiest conversations; ▲ verdict</text>"#
+    );
     // Axes and ticks.
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
     let _ = write!(o, r#"<path d="M{x0},{y0} L{x0},{y1} L{x1},{y1}" stroke="black" fill="none"/>"#);

@@ -113,7 +113,8 @@ pub fn replay_file(
     // A progress bar, shown only once a replay has taken a second.
     let bar = indicatif::ProgressBar::with_draw_target(Some(bytes.len() as u64), indicatif::ProgressDrawTarget::hidden());
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(name.clone());
     let started = std::time::Instant::now();

@@ -17,11 +17,7 @@ use crate::controller::{Action, Event, EventKind, Label};
 /// The source or destination address of a key.
 pub fn addr(key: &FlowKey, src: bool) -> IpAddr {
     let a = if src { key.src } else { key.dst };
-    if key.family == FAMILY_V4 {
-        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(a))
-    }
+    if key.family == FAMILY_V4 { IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])) } else { IpAddr::V6(Ipv6Addr::from(a)) }
 }
 
 /// "ip:port", or "[v6]:port".

@@ -186,11 +186,7 @@ pub fn check_not_running(s: &Settings) -> anyhow::Result<()> {
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let Ok(st) = serde_json::from_str::<RunState>(&text) else { return Ok(()) };
     if st.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", st.pid)).exists() && !st.keep_attached {
-        bail!(
-            "a voipdetect controller (pid {}) is already running with pin directory {}; stop it first",
-            st.pid,
-            dir.display()
-        );
+        bail!("a voipdetect controller (pid {}) is already running with pin directory {}; stop it first", st.pid, dir.display());
     }
     Ok(())
 }

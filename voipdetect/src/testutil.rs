@@ -24,9 +24,5 @@ pub fn events(flows: &[Flow], cfg: Config) -> Vec<Event> {
 
 /// Seconds from the start to each verdict.
 pub fn verdict_times(flows: &[Flow]) -> Vec<f64> {
-    events(flows, Config::default())
-        .iter()
-        .filter(|e| e.kind == EventKind::Verdict)
-        .map(|e| (e.at_ns - T0) as f64 / 1e9)
-        .collect()
+    events(flows, Config::default()).iter().filter(|e| e.kind == EventKind::Verdict).map(|e| (e.at_ns - T0) as f64 / 1e9).collect()
 }

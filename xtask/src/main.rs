@@ -88,14 +88,17 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    std::env::var("USER").is_ok_and(|u| u == "root") || std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    })
+    std::env::var("USER").is_ok_and(|u| u == "root")
+        || std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        })
 }
 
 fn clippy() -> anyhow::Result<()> {
     setup::toolchain()?;
+    println!("xtask: rustfmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
     println!("xtask: clippy (userspace)");
     run(cargo().args(["clippy", "--workspace", "--exclude", "voipdetect-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
     println!("xtask: clippy (eBPF, nightly, bpfel-unknown-none)");

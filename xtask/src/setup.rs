@@ -13,8 +13,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the test tiers use: `ip` for the lab, `sipp` for the SIP
 /// user-agent test, tcpdump to watch what reaches its receiver, and what the
 /// benchmarks' quick mode (part of the tests) compares against.
-pub const TEST_PACKAGES: &[&str] =
-    &["iproute2", "procps", "sip-tester", "tcpdump", "nftables", "tshark", "ethtool"];
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps", "sip-tester", "tcpdump", "nftables", "tshark", "ethtool"];
 /// The benchmarks: nftables and tshark are the references, ethtool turns on
 /// GRO for veth receivers without XDP.
 pub const BENCH_PACKAGES: &[&str] = &["iproute2", "procps", "nftables", "tshark", "ethtool"];
@@ -26,6 +25,21 @@ fn output(cmd: &mut Command) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Adds a rustup component unless the toolchain has it (`None`: the
+/// toolchain cargo runs with here).
+fn component(toolchain: Option<&str>, name: &str, why: &str) -> anyhow::Result<()> {
+    let which: &[&str] = match &toolchain {
+        Some(t) => &["--toolchain", t],
+        None => &[],
+    };
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed"]).args(which)).unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with(name)) {
+        println!("xtask: adding {name} to {} ({why})", toolchain.unwrap_or("the default toolchain"));
+        run(Command::new("rustup").args(["component", "add", name]).args(which))?;
+    }
+    Ok(())
+}
+
 /// Nightly with rust-src, and bpf-linker built against nightly's LLVM.
 pub fn toolchain() -> anyhow::Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).context("rustup not found")?;
@@ -33,13 +47,10 @@ pub fn toolchain() -> anyhow::Result<()> {
         println!("xtask: installing the nightly toolchain (the eBPF crate needs it)");
         run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
-    let components =
-        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .unwrap_or_default();
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        println!("xtask: adding rust-src to nightly (for -Z build-std=core)");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    }
+    component(Some("nightly"), "rust-src", "for -Z build-std=core")?;
+    component(Some("nightly"), "clippy", "to lint the eBPF crate")?;
+    component(None, "clippy", "to lint userspace")?;
+    component(None, "rustfmt", "to check formatting")?;
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
     if !linker.contains(BPF_LINKER_VERSION) {
         install_bpf_linker()?;
@@ -50,10 +61,8 @@ pub fn toolchain() -> anyhow::Result<()> {
 /// `cargo install bpf-linker` cannot find a system LLVM here; link it
 /// against nightly's own libLLVM instead (../shared/notes/toolchain.md).
 fn install_bpf_linker() -> anyhow::Result<()> {
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .context("rustc +nightly --print sysroot")?
-        .trim()
-        .to_owned();
+    let sysroot =
+        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context("rustc +nightly --print sysroot")?.trim().to_owned();
     let lib_dir = std::path::Path::new(&sysroot).join("lib");
     let lib = std::fs::read_dir(&lib_dir)
         .with_context(|| format!("reading {}", lib_dir.display()))?
@@ -74,8 +83,7 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     for name in ["libLLVM.so", lib.as_str()] {
         let link = prefix_lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(lib_dir.join(&lib), &link)
-            .with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(lib_dir.join(&lib), &link).with_context(|| format!("linking {}", link.display()))?;
     }
     println!("xtask: installing bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} (about a minute)");
     run(Command::new("cargo")

@@ -57,11 +57,8 @@ fn fuzz(target: &str, secs: u32) -> anyhow::Result<u64> {
         eprint!("{text}");
         bail!("fuzz target {target} failed (a crash is kept under fuzz/artifacts/{target})");
     }
-    let runs = text
-        .lines()
-        .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let runs =
+        text.lines().find_map(|l| l.strip_prefix("stat::number_of_executed_units:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     Ok(runs)
 }
 
@@ -70,9 +67,19 @@ pub fn soak(bin: &std::path::Path) -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
     let mut figures = Vec::new();
     println!("xtask: soak 1/4, flow flood of 12 M frames next to a call");
-    figures.extend(test(bin, "ops", "a_flow_flood_does_not_delay_the_block_or_cost_other_flows", &[("VOIPDETECT_FLOOD_FRAMES", "12000000")])?);
+    figures.extend(test(
+        bin,
+        "ops",
+        "a_flow_flood_does_not_delay_the_block_or_cost_other_flows",
+        &[("VOIPDETECT_FLOOD_FRAMES", "12000000")],
+    )?);
     println!("xtask: soak 2/4, ten million broken frames");
-    figures.extend(test(bin, "garbage", "a_million_broken_frames_all_pass_and_are_all_counted", &[("VOIPDETECT_GARBAGE_FRAMES", "10000000")])?);
+    figures.extend(test(
+        bin,
+        "garbage",
+        "a_million_broken_frames_all_pass_and_are_all_counted",
+        &[("VOIPDETECT_GARBAGE_FRAMES", "10000000")],
+    )?);
     println!("xtask: soak 3/4, kill -9 mid-call and restart");
     test(bin, "ops", "restart_after_a_crash_readopts_and_blocks_expire_meanwhile", &[])?;
     figures.push("restart after kill -9: re-adopted, blocklist kept, one program attached".into());

@@ -76,23 +76,19 @@ impl BenchProgs {
 pub fn live_frames(ns: &str, iface: &str, program: &str, frame: &[u8], count: u32) -> anyhow::Result<std::time::Duration> {
     use aya::programs::TestRunAttrs;
     crate::lab::netns::in_ns(ns, || {
-            let mut generator = BenchProgs::load(crate::datapath::ifindex(iface)?)?;
-            let prog = generator.prog(program)?;
-            let t = std::time::Instant::now();
-            // Chunks, so one call never runs for long.
-            let mut left = count;
-            while left > 0 {
-                let n = left.min(1 << 20);
-                let opts = TestRunOptions {
-                    data_in: Some(frame),
-                    repeat: n,
-                    attrs: TestRunAttrs::new().xdp_live_frames(64),
-                    ..Default::default()
-                };
-                prog.test_run(opts).context("live-frames test run")?;
-                left -= n;
-            }
-            Ok(t.elapsed())
+        let mut generator = BenchProgs::load(crate::datapath::ifindex(iface)?)?;
+        let prog = generator.prog(program)?;
+        let t = std::time::Instant::now();
+        // Chunks, so one call never runs for long.
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(1 << 20);
+            let opts =
+                TestRunOptions { data_in: Some(frame), repeat: n, attrs: TestRunAttrs::new().xdp_live_frames(64), ..Default::default() };
+            prog.test_run(opts).context("live-frames test run")?;
+            left -= n;
+        }
+        Ok(t.elapsed())
     })
 }
 

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use voipdetect_common::{FlowCounters, FlowKey, flow::{FAMILY_V4, PROTO_UDP}};
+use voipdetect_common::{
+    FlowCounters, FlowKey,
+    flow::{FAMILY_V4, PROTO_UDP},
+};
 
 use super::{Scale, Table};
 use crate::{
@@ -36,7 +39,9 @@ fn cpu_time() -> Duration {
 pub fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -104,7 +109,11 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
             format!("{:.1}×", by_key.as_secs_f64() / batched.as_secs_f64()),
             ms(one_poll),
             format!("{:.1} %", 100.0 * share),
-            format!("{:.0} MiB ({:.0} B per flow)", rss_after as f64 / 1048576.0, rss_after.saturating_sub(rss_before) as f64 / f64::from(n)),
+            format!(
+                "{:.0} MiB ({:.0} B per flow)",
+                rss_after as f64 / 1048576.0,
+                rss_after.saturating_sub(rss_before) as f64 / f64::from(n)
+            ),
         ]);
         if n == *sizes.last().unwrap_or(&n) {
             let (memlock, max) = dp.flow_map_memory()?;
@@ -112,10 +121,7 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
                 format!("kernel flow map ({max} direction-flows, preallocated LRU)"),
                 format!("{:.0} MiB, {:.0} B per direction-flow", memlock as f64 / 1048576.0, memlock as f64 / f64::from(max)),
             ]);
-            mem.row(vec![
-                "map key + value as laid out".into(),
-                format!("{} + {} B", size_of::<FlowKey>(), size_of::<FlowCounters>()),
-            ]);
+            mem.row(vec!["map key + value as laid out".into(), format!("{} + {} B", size_of::<FlowKey>(), size_of::<FlowCounters>())]);
             mem.row(vec![format!("controller RSS with {n} flows tracked"), format!("{:.0} MiB", rss_after as f64 / 1048576.0)]);
         }
     }

@@ -49,7 +49,9 @@ pub fn run(scale: Scale, dir: &Path) -> anyhow::Result<Table> {
         bail!("tshark: {}", String::from_utf8_lossy(&out.stderr));
     }
     let mut t = Table::new("Replay throughput", &["tool", "packets", "seconds", "packets/s", "ratio to tshark"]);
-    let row = |name: &str, s: f64| vec![name.into(), format!("{packets:.0}"), format!("{s:.2}"), format!("{:.0}", packets / s), format!("{:.1}×", theirs / s)];
+    let row = |name: &str, s: f64| {
+        vec![name.into(), format!("{packets:.0}"), format!("{s:.2}"), format!("{:.0}", packets / s), format!("{:.1}×", theirs / s)]
+    };
     t.row(row("voipdetect replay (detection included)", ours));
     t.row(row("tshark -q -z conv,udp", theirs));
     let _ = std::fs::remove_file(&path);

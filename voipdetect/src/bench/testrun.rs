@@ -66,9 +66,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Table> {
     };
     let empty = measure(&mut || refs.ns_per_run("bench_pass", &udp, repeat))?;
     let parse = measure(&mut || refs.ns_per_run("bench_parse", &udp, repeat))?;
-    let ours = |dp: &mut Datapath, frame: &[u8]| -> anyhow::Result<f64> {
-        Ok(dp.test_run_repeat(frame, repeat)?.1.as_nanos() as f64)
-    };
+    let ours = |dp: &mut Datapath, frame: &[u8]| -> anyhow::Result<f64> { Ok(dp.test_run_repeat(frame, repeat)?.1.as_nanos() as f64) };
     dp.test_run(&udp)?;
     dp.test_run(&tcp)?;
     let tracked_udp = measure(&mut || ours(&mut dp, &udp))?;
@@ -81,10 +79,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Table> {
     let blocked = measure(&mut || ours(&mut dp, &udp))?;
     dp.unblock(&[key])?;
 
-    let mut t = Table::new(
-        "Per-packet cost (BPF_PROG_TEST_RUN)",
-        &["case", "ns/packet", "added over empty program", "Mpps on one core"],
-    );
+    let mut t = Table::new("Per-packet cost (BPF_PROG_TEST_RUN)", &["case", "ns/packet", "added over empty program", "Mpps on one core"]);
     let mut add = |name: &str, ns: f64, base: f64| {
         t.row(vec![name.into(), format!("{ns:.1}"), format!("{:+.1} ns", ns - base), format!("{:.1}", 1000.0 / ns)]);
     };

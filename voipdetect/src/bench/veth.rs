@@ -38,8 +38,22 @@ fn pair() -> anyhow::Result<Pair> {
     sh(
         "ip",
         &[
-            "link", "add", &gen_if, "netns", gen_ns.name(), "address", GEN_MAC, "type", "veth", "peer", "name", &sink_if,
-            "netns", sink_ns.name(), "address", SINK_MAC,
+            "link",
+            "add",
+            &gen_if,
+            "netns",
+            gen_ns.name(),
+            "address",
+            GEN_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &sink_if,
+            "netns",
+            sink_ns.name(),
+            "address",
+            SINK_MAC,
         ],
     )?;
     gen_ns.ip(&["addr", "add", "198.18.0.1/24", "dev", &gen_if])?;
@@ -51,8 +65,7 @@ fn pair() -> anyhow::Result<Pair> {
 
 /// The 64-byte frame (60 + FCS) the generator sends.
 fn frame() -> Vec<u8> {
-    let mut f = FrameSpec::udp("198.18.0.1:9".parse().expect("addr"), format!("{SINK_IP}:{PORT}").parse().expect("addr"))
-        .build(&[0; 18]);
+    let mut f = FrameSpec::udp("198.18.0.1:9".parse().expect("addr"), format!("{SINK_IP}:{PORT}").parse().expect("addr")).build(&[0; 18]);
     f[0..6].copy_from_slice(&[2, 0, 0, 0, 3, 2]);
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 3, 1]);
     f
@@ -154,9 +167,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Table> {
         let p = pair()?;
         enable_gro(&p)?;
         let chain = chain.replace("IFACE", &p.sink_if);
-        let script = format!(
-            "table {family} vdbench {{\n  chain c {{\n    {chain}\n    udp dport {PORT} counter drop\n  }}\n}}\n"
-        );
+        let script = format!("table {family} vdbench {{\n  chain c {{\n    {chain}\n    udp dport {PORT} counter drop\n  }}\n}}\n");
         let file = std::env::temp_dir().join(format!("voipdetect-bench-{}.nft", std::process::id()));
         std::fs::write(&file, &script)?;
         let loaded = p.sink_ns.exec("nft", &["-f", &file.to_string_lossy()]).context("nft");

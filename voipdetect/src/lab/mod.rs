@@ -180,11 +180,9 @@ impl GatewayLab {
     /// A 64-byte UDP frame from the client to the server, addressed to the
     /// gateway's MAC, for live-frames floods out of the client's interface.
     pub fn flood_frame(&self) -> Vec<u8> {
-        let mut f = crate::frames::FrameSpec::udp(
-            std::net::SocketAddr::new(CLIENT_V4.into(), 1),
-            std::net::SocketAddr::new(SERVER_V4.into(), 2),
-        )
-        .build(&[0; 18]);
+        let mut f =
+            crate::frames::FrameSpec::udp(std::net::SocketAddr::new(CLIENT_V4.into(), 1), std::net::SocketAddr::new(SERVER_V4.into(), 2))
+                .build(&[0; 18]);
         f[0..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
         f
@@ -195,8 +193,22 @@ fn veth(a: &Netns, a_if: &str, a_mac: &str, b: &Netns, b_if: &str, b_mac: &str) 
     netns::sh(
         "ip",
         &[
-            "link", "add", a_if, "netns", a.name(), "address", a_mac, "type", "veth", "peer", "name", b_if, "netns",
-            b.name(), "address", b_mac,
+            "link",
+            "add",
+            a_if,
+            "netns",
+            a.name(),
+            "address",
+            a_mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            b.name(),
+            "address",
+            b_mac,
         ],
     )
     .map(drop)

@@ -17,11 +17,7 @@ pub const PREFIX: &str = "vd-";
 
 /// Runs a command, failing with its stderr.
 pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
+    let out = Command::new(program).args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
     if !out.status.success() {
         bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -137,9 +133,7 @@ impl Drop for Netns {
 /// Runs `f` on a thread inside network namespace `ns` (the calling
 /// thread's own namespace is left alone).
 pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| enter(ns).and_then(|()| f())).join().map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
-    })
+    std::thread::scope(|s| s.spawn(|| enter(ns).and_then(|()| f())).join().map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?)
 }
 
 /// Deletes lab namespaces whose creating process no longer exists.

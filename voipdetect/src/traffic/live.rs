@@ -180,8 +180,8 @@ fn endpoint(
         }
         Sock::TcpClient => {
             sleep_until(start, stop);
-            let stream = TcpStream::connect_timeout(&peer, Duration::from_secs(3))
-                .with_context(|| format!("connecting to {peer} from {local}"))?;
+            let stream =
+                TcpStream::connect_timeout(&peer, Duration::from_secs(3)).with_context(|| format!("connecting to {peer} from {local}"))?;
             tcp(stream, frames, flow.bulk_bytes, start, deadline, stop)
         }
     }
@@ -257,73 +257,66 @@ fn accept(l: &TcpListener, deadline: Instant, stop: &AtomicBool) -> anyhow::Resu
     Err(anyhow!("no connection arrived"))
 }
 
-fn tcp(
-    s: TcpStream,
-    frames: &[Frame],
-    bulk: u64,
-    start: Instant,
-    deadline: Instant,
-    stop: &AtomicBool,
-) -> anyhow::Result<Side> {
+fn tcp(s: TcpStream, frames: &[Frame], bulk: u64, start: Instant, deadline: Instant, stop: &AtomicBool) -> anyhow::Result<Side> {
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(TICK))?;
     s.set_write_timeout(Some(TICK))?;
     let mut tx = s.try_clone()?;
     thread::scope(|scope| {
-    let sender = scope.spawn(move || {
-        let mut sent = 0u64;
-        let mut write = |buf: &[u8], sent: &mut u64| -> bool {
-            let mut off = 0;
-            while off < buf.len() {
-                if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
-                    return false;
-                }
-                match tx.write(&buf[off..]) {
-                    Ok(n) => {
-                        off += n;
-                        *sent += n as u64;
+        let sender = scope.spawn(move || {
+            let mut sent = 0u64;
+            let mut write = |buf: &[u8], sent: &mut u64| -> bool {
+                let mut off = 0;
+                while off < buf.len() {
+                    if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
+                        return false;
                     }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(_) => return false,
+                    match tx.write(&buf[off..]) {
+                        Ok(n) => {
+                            off += n;
+                            *sent += n as u64;
+                        }
+                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => return false,
+                    }
+                }
+                true
+            };
+            for f in frames {
+                sleep_until(start + f.at, stop);
+                if !write(&f.payload, &mut sent) {
+                    break;
                 }
             }
-            true
-        };
-        for f in frames {
-            sleep_until(start + f.at, stop);
-            if !write(&f.payload, &mut sent) {
-                break;
+            let chunk = vec![0x5au8; 64 * 1024];
+            let bulk_start = Instant::now();
+            while sent < bulk {
+                let n = (bulk - sent).min(chunk.len() as u64) as usize;
+                if !write(&chunk[..n], &mut sent) {
+                    break;
+                }
+                let due = Duration::from_secs_f64(sent as f64 / BULK_BYTES_PER_SEC);
+                sleep_until(bulk_start + due, stop);
+            }
+            let _ = tx.shutdown(Shutdown::Write);
+            sent
+        });
+        let mut side = Side::default();
+        let mut rx = &s;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+            match rx.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    side.recv += n as u64;
+                    side.last_recv = Some(start.elapsed());
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
             }
         }
-        let chunk = vec![0x5au8; 64 * 1024];
-        let bulk_start = Instant::now();
-        while sent < bulk {
-            let n = (bulk - sent).min(chunk.len() as u64) as usize;
-            if !write(&chunk[..n], &mut sent) {
-                break;
-            }
-            let due = Duration::from_secs_f64(sent as f64 / BULK_BYTES_PER_SEC);
-            sleep_until(bulk_start + due, stop);
-        }
-        let _ = tx.shutdown(Shutdown::Write);
-        sent
-    });
-    let mut side = Side::default();
-    let mut rx = &s;
-    let mut buf = vec![0u8; 65536];
-    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        match rx.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                side.recv += n as u64;
-                side.last_recv = Some(start.elapsed());
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    side.sent = sender.join().map_err(|_| anyhow!("tcp sender panicked"))?;
-    Ok(side)
+        side.sent = sender.join().map_err(|_| anyhow!("tcp sender panicked"))?;
+        Ok(side)
     })
 }
 
