@@ -1,7 +1,8 @@
 //! Cheap checks on the first bytes of a transport payload: is this RTP,
-//! RTCP, STUN, TURN ChannelData or DTLS? They read at most 14 header bytes
-//! (the fixed RTP header and a 2-byte frame length) and keep only header
-//! fields (SSRC, sequence, timestamp), never media content.
+//! RTCP, STUN, TURN ChannelData, DTLS, or RTP behind a known media
+//! encapsulation (RFC 4571 on TCP, Zoom's media header)? They read at most
+//! one fixed-size header at a fixed offset and keep only header fields
+//! (SSRC, sequence, timestamp), never media content.
 //!
 //! On UDP the first byte splits the protocols that share a 5-tuple in
 //! WebRTC and SIP media (RFC 7983 §7): 0–3 STUN, 20–63 DTLS, 64–79 TURN
@@ -27,8 +28,8 @@ pub struct Rtp {
 pub enum Hint {
     None,
     Rtp(Rtp),
-    /// RTP inside another framing: TURN ChannelData (RFC 8656 §12) or an
-    /// RFC 4571 length-prefixed TCP stream.
+    /// RTP inside another framing: TURN ChannelData (RFC 8656 §12), an
+    /// RFC 4571 length-prefixed TCP stream, or Zoom's media encapsulation.
     FramedRtp(Rtp),
     Rtcp,
     Stun,
@@ -43,6 +44,25 @@ const CHANNEL_HLEN: usize = 4;
 const DTLS_HLEN: u32 = 13;
 /// RFC 4571 §2: a 16-bit length precedes each RTP packet on a TCP stream.
 const RFC4571_PREFIX: usize = 2;
+/// Zoom's server-relayed media starts with an 8-byte "SFU" header whose
+/// first byte is 5; its peer-to-peer media starts directly with the media
+/// header. (Layout from public analyses of Zoom traffic: Princeton's
+/// zoom-analysis, Citizen Lab 2020; nDPI decodes it the same way.)
+const ZOOM_SFU_HLEN: usize = 8;
+const ZOOM_SFU_MEDIA: u8 = 5;
+/// Zoom media header types that carry RTP: 15 audio, 16 video.
+const ZOOM_AUDIO: u8 = 15;
+const ZOOM_VIDEO: u8 = 16;
+
+/// Length of Zoom's media header of this type, i.e. where its RTP starts.
+#[inline(always)]
+fn zoom_media_hlen(media_type: u8) -> Option<usize> {
+    match media_type {
+        ZOOM_AUDIO => Some(19),
+        ZOOM_VIDEO => Some(24),
+        _ => None,
+    }
+}
 
 /// RTP header check on 12 bytes of a payload `len` bytes long.
 ///
@@ -124,6 +144,7 @@ fn inspect_udp<B: Bytes + ?Sized>(b: &B, off: usize, len: u32) -> Hint {
             Some(h) if is_dtls(&h, len) => Hint::Dtls,
             _ => Hint::None,
         },
+        ZOOM_SFU_MEDIA | ZOOM_AUDIO | ZOOM_VIDEO => zoom_rtp(b, off, len, first[0]),
         0x40..=0x4f => match channel_data_len(&first, len) {
             Some(data) => match b.load::<12>(off + CHANNEL_HLEN) {
                 Some(h) => match rtp_header(&h, data) {
@@ -144,6 +165,25 @@ fn inspect_udp<B: Bytes + ?Sized>(b: &B, off: usize, len: u32) -> Hint {
             None => Hint::None,
         },
         _ => Hint::None,
+    }
+}
+
+/// RTP behind Zoom's media header, which starts the payload (peer to
+/// peer) or follows the SFU header (relayed). Anything else with these
+/// first bytes is no hint at all: the RTP check and, in the controller,
+/// five in-sequence packets keep chance matches out.
+#[inline(always)]
+fn zoom_rtp<B: Bytes + ?Sized>(b: &B, off: usize, len: u32, first: u8) -> Hint {
+    let at = if first == ZOOM_SFU_MEDIA { ZOOM_SFU_HLEN } else { 0 };
+    let Some([media_type]) = b.load::<1>(off + at) else { return Hint::None };
+    let Some(hlen) = zoom_media_hlen(media_type) else { return Hint::None };
+    let rtp_at = at + hlen;
+    if len < (rtp_at as u32) + RTP_HLEN {
+        return Hint::None;
+    }
+    match b.load::<12>(off + rtp_at).and_then(|h| rtp_header(&h, len - rtp_at as u32)) {
+        Some(r) => Hint::FramedRtp(r),
+        None => Hint::None,
     }
 }
 
@@ -241,6 +281,29 @@ mod tests {
         assert_eq!(inspect(seg.as_slice(), &pkt(PROTO_TCP, &seg)), Hint::FramedRtp(Rtp { ssrc: 5, seq: 3, ts: 240, pt: 0 }));
         // Without the prefix a TCP segment is not checked for RTP.
         assert_eq!(inspect(inner.as_slice(), &pkt(PROTO_TCP, &inner)), Hint::None);
+    }
+
+    #[test]
+    fn rtp_behind_zoom_media_header() {
+        let inner = rtp(98, 11, 960, 77, 120);
+        let want = Hint::FramedRtp(Rtp { ssrc: 77, seq: 11, ts: 960, pt: 98 });
+        // Relayed by a server: SFU header (type 5), media header type 15 (19 bytes).
+        let mut sfu = Vec::from([5, 0, 1, 0, 0, 0, 0, 0, ZOOM_AUDIO]);
+        sfu.resize(8 + 19, 0);
+        sfu.extend_from_slice(&inner);
+        assert_eq!(udp(&sfu), want);
+        // Video (24-byte media header), peer to peer: no SFU header.
+        let mut p2p = Vec::from([ZOOM_VIDEO]);
+        p2p.resize(24, 0);
+        p2p.extend_from_slice(&inner);
+        assert_eq!(udp(&p2p), want);
+        // Another media type, or no RTP where it should start: nothing.
+        sfu[8] = 13;
+        assert_eq!(udp(&sfu), Hint::None);
+        p2p[24] = 0x40;
+        assert_eq!(udp(&p2p), Hint::None);
+        // Too short to hold the RTP header.
+        assert_eq!(udp(&p2p[..30]), Hint::None);
     }
 
     #[test]

@@ -245,6 +245,14 @@ mod tests {
     }
 
     #[test]
+    fn rtp_behind_zoom_headers_is_called_by_structure() {
+        let f = pattern::call_variants(SECS).into_iter().find(|f| f.name.contains("zoom")).expect("a zoom variant");
+        let (t, label, reason) = verdict(&f).expect("a verdict");
+        assert_eq!(label, Label::Voip);
+        assert!(reason.starts_with("rtp") && t <= 1.0, "called after {t:.2} s: {reason}");
+    }
+
+    #[test]
     fn no_lookalike_is_called() {
         for f in pattern::decoys(SECS) {
             assert_eq!(verdict(&f), None, "{}", f.name);

@@ -50,6 +50,9 @@ pub struct Voice {
     pub length_prefix: bool,
     /// Wrap each packet in TURN ChannelData on this channel (RFC 8656 §12).
     pub channel: Option<u16>,
+    /// Put each packet behind Zoom's server-relayed media headers (an
+    /// 8-byte SFU header, then a 19-byte audio media header).
+    pub zoom_relayed: bool,
     /// Multiplex an RTCP sender report every this many ms (RFC 5761).
     pub rtcp_every_ms: Option<u64>,
     pub dtx: Option<Dtx>,
@@ -70,6 +73,7 @@ impl Voice {
             clock_hz: 8000,
             length_prefix: false,
             channel: None,
+            zoom_relayed: false,
             rtcp_every_ms: None,
             dtx: None,
         }
@@ -136,8 +140,16 @@ impl Voice {
         self.wrap(body)
     }
 
-    /// TURN ChannelData and RFC 4571 framing, where configured.
+    /// Zoom media headers, TURN ChannelData and RFC 4571 framing, where configured.
     fn wrap(&self, mut body: Vec<u8>) -> Vec<u8> {
+        if self.zoom_relayed {
+            // SFU header: type 5 (media), then fields we leave zero; the
+            // audio media header: type 15 and 18 more bytes.
+            let mut hdr = vec![0u8; 8 + 19];
+            hdr[0] = 5;
+            hdr[8] = 15;
+            body.splice(0..0, hdr);
+        }
         if let Some(ch) = self.channel {
             let len = body.len() as u16;
             let mut framed = ch.to_be_bytes().to_vec();
@@ -424,6 +436,13 @@ pub fn call_variants(secs: u64) -> Vec<Flow> {
     srtp.pt = 111;
     srtp.clock_hz = 48_000;
     v.push(with_preamble(call("stun + dtls, then srtp", Transport::Udp, &srtp, s, c), true));
+    let (s, c) = p.next();
+    let mut zoom = Voice::g711(20, d);
+    zoom.payload = 60;
+    zoom.pt = 112;
+    zoom.clock_hz = 16_000;
+    zoom.zoom_relayed = true;
+    v.push(call("rtp behind zoom's media headers", Transport::Udp, &zoom, s, c));
     let (s, c) = p.next();
     let mut rtcp = vbr;
     rtcp.rtcp_every_ms = Some(500);
