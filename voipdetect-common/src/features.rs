@@ -5,7 +5,7 @@
 
 use crate::{
     flow::FlowCounters,
-    hints::{Hint, Rtp},
+    hints::{Hint, Iax2, Rtp},
     parse::Packet,
 };
 
@@ -50,6 +50,11 @@ const IAT_UPPER_TICKS: [u32; IAT_BUCKETS - 1] = {
 const RTP_MAX_SEQ_STEP: u16 = 4;
 /// Largest forward RTP timestamp step accepted: one second at 90 kHz.
 const RTP_MAX_TS_STEP: u32 = 90_000;
+/// [`FlowCounters::rtp_pt`] when the last media header was IAX2's, not
+/// RTP's (RTP payload types have 7 bits).
+pub const PT_IAX2: u8 = 0x80;
+/// Largest forward IAX2 timestamp step accepted, in ms.
+const IAX2_MAX_TS_STEP: u16 = 1000;
 
 /// Bucket of an inter-arrival gap measured in 1024 ns ticks.
 #[inline(always)]
@@ -163,7 +168,23 @@ pub fn update(c: &mut FlowCounters, pkt: &Packet, hint: Hint, now_ns: u64) {
         Hint::Rtcp => bump(&mut c.rtcp),
         Hint::Stun => bump(&mut c.stun),
         Hint::Dtls => bump(&mut c.dtls),
+        Hint::Iax2(f) => iax2_continuity(c, &f),
     }
+}
+
+/// Counts an IAX2 voice frame that continues its call's stream: the same
+/// call number, the timestamp moved forward by at most a second. Kept in
+/// the RTP fields (a flow carries one or the other), tagged by [`PT_IAX2`].
+#[inline(always)]
+fn iax2_continuity(c: &mut FlowCounters, f: &Iax2) {
+    let dts = f.ts.wrapping_sub(c.rtp_ts as u16);
+    if c.rtp_pt == PT_IAX2 && c.rtp_ssrc == u32::from(f.call) && (1..=IAX2_MAX_TS_STEP).contains(&dts) {
+        bump(&mut c.rtp_ok);
+        c.rtp_ts_step = dts;
+    }
+    c.rtp_ssrc = u32::from(f.call);
+    c.rtp_ts = u32::from(f.ts);
+    c.rtp_pt = PT_IAX2;
 }
 
 /// Counts a packet that continues the previous RTP header's stream.
@@ -257,5 +278,28 @@ mod tests {
         send(&mut c, 10, 40, 2120); // jump: not
         assert_eq!(c.rtp_ok, 3);
         assert_eq!(c.rtp_ts_step, 160);
+    }
+
+    #[test]
+    fn iax2_continuity_counts_frames_of_one_call() {
+        let mut c = FlowCounters::new(0, 1);
+        let mut t = 0;
+        let mut send = |c: &mut FlowCounters, call, ts| {
+            t += 20 * MS;
+            update(c, &pkt(24), Hint::Iax2(Iax2 { call, ts }), t);
+        };
+        send(&mut c, 7, 65_500);
+        send(&mut c, 7, 65_520);
+        send(&mut c, 7, 4); // the 16-bit timestamp wraps
+        send(&mut c, 7, 4); // not forward: not counted
+        send(&mut c, 8, 24); // another call: not
+        send(&mut c, 8, 3000); // a jump: not
+        assert_eq!(c.rtp_ok, 2);
+        assert_eq!((c.rtp_ts_step, c.rtp_pt), (20, PT_IAX2));
+        // An RTP stream that happens to reuse the number is not continued.
+        let mut r = FlowCounters::new(0, 1);
+        update(&mut r, &pkt(172), Hint::Rtp(Rtp { ssrc: 7, seq: 1, ts: 20, pt: 0 }), MS);
+        update(&mut r, &pkt(24), Hint::Iax2(Iax2 { call: 7, ts: 40 }), 2 * MS);
+        assert_eq!(r.rtp_ok, 0);
     }
 }

@@ -90,7 +90,9 @@ pub struct FlowCounters {
     /// `(ns >> 10) | 1` of the latest payload packet (≈µs, wraps every 73 min):
     /// the anchor for the next inter-arrival gap. 0 means none yet.
     pub last_data_ticks: u32,
-    /// Last RTP header seen (RFC 3550 §5.1).
+    /// Last RTP header seen (RFC 3550 §5.1) — or, when `rtp_pt` is
+    /// [`crate::features::PT_IAX2`], the last IAX2 voice frame's call
+    /// number and timestamp.
     pub rtp_ssrc: u32,
     pub rtp_ts: u32,
     /// Interface the flow's first packet arrived on.
@@ -99,7 +101,8 @@ pub struct FlowCounters {
     /// RTP timestamp step of the latest in-sequence packet (saturates).
     pub rtp_ts_step: u16,
     /// Packets that continued an RTP stream: same SSRC and payload type,
-    /// sequence +1..+4, timestamp moved forward by at most a second at 90 kHz.
+    /// sequence +1..+4, timestamp moved forward by at most a second at 90 kHz
+    /// (or IAX2 voice frames of one call with a timestamp moving forward).
     pub rtp_ok: u16,
     /// Inter-arrival gaps between payload packets, by [`crate::features::iat_bucket`].
     pub iat_hist: [u16; IAT_BUCKETS],

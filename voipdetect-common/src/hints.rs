@@ -1,6 +1,7 @@
 //! Cheap checks on the first bytes of a transport payload: is this RTP,
-//! RTCP, STUN, TURN ChannelData, DTLS, or RTP behind a known media
-//! encapsulation (RFC 4571 on TCP, Zoom's media header)? They read at most
+//! RTCP, STUN, TURN ChannelData, DTLS, RTP behind a known media
+//! encapsulation (RFC 4571 on TCP, Zoom's media header), or an IAX2 voice
+//! frame? They read at most
 //! one fixed-size header at a fixed offset and keep only header fields
 //! (SSRC, sequence, timestamp), never media content.
 //!
@@ -23,6 +24,14 @@ pub struct Rtp {
     pub pt: u8,
 }
 
+/// An IAX2 voice frame (RFC 5456 §8.1): the sender's call number and the
+/// low 16 bits of its timestamp (ms since the call started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Iax2 {
+    pub call: u16,
+    pub ts: u16,
+}
+
 /// What a payload's first bytes look like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hint {
@@ -34,6 +43,7 @@ pub enum Hint {
     Rtcp,
     Stun,
     Dtls,
+    Iax2(Iax2),
 }
 
 /// STUN magic cookie, RFC 8489 §5.
@@ -44,6 +54,13 @@ const CHANNEL_HLEN: usize = 4;
 const DTLS_HLEN: u32 = 13;
 /// RFC 4571 §2: a 16-bit length precedes each RTP packet on a TCP stream.
 const RFC4571_PREFIX: usize = 2;
+/// IANA's port for IAX2 (RFC 5456 §1). IAX2's mini frame is only four
+/// bytes of call number and timestamp, too generic to look for anywhere
+/// else.
+pub const IAX2_PORT: u16 = 4569;
+/// IAX2 full-frame type of voice (RFC 5456 §8.2).
+const IAX2_VOICE: u8 = 2;
+
 /// Zoom's server-relayed media starts with an 8-byte "SFU" header whose
 /// first byte is 5; its peer-to-peer media starts directly with the media
 /// header. (Layout from public analyses of Zoom traffic: Princeton's
@@ -117,12 +134,29 @@ pub fn channel_data_len(h: &[u8; 4], len: u32) -> Option<u32> {
     ((0x40..=0x4f).contains(&h[0]) && framed <= len && len - framed < 4).then_some(data)
 }
 
+/// IAX2 voice on 12 payload bytes: a mini frame (F bit clear, a call
+/// number — 0 starts a meta frame — and a 16-bit timestamp, then media) or
+/// a full frame of type voice (F bit set, 32-bit timestamp).
+#[inline(always)]
+pub fn iax2_voice(h: &[u8; 12], len: u32) -> Option<Iax2> {
+    let call = u16::from_be_bytes([h[0] & 0x7f, h[1]]);
+    if h[0] & 0x80 == 0 {
+        (call != 0 && len > 4).then_some(Iax2 { call, ts: u16::from_be_bytes([h[2], h[3]]) })
+    } else {
+        (h[10] == IAX2_VOICE).then_some(Iax2 { call, ts: u16::from_be_bytes([h[6], h[7]]) })
+    }
+}
+
 /// Inspects the payload of `pkt`.
 #[inline(always)]
 pub fn inspect<B: Bytes + ?Sized>(b: &B, pkt: &Packet) -> Hint {
     let len = pkt.payload_len;
     let off = pkt.payload_off;
     match pkt.key.proto {
+        PROTO_UDP if pkt.key.sport == IAX2_PORT || pkt.key.dport == IAX2_PORT => match b.load::<12>(off) {
+            Some(h) if len >= RTP_HLEN => iax2_voice(&h, len).map_or(Hint::None, Hint::Iax2),
+            _ => Hint::None,
+        },
         PROTO_UDP => inspect_udp(b, off, len),
         PROTO_TCP => inspect_tcp(b, off, len),
         _ => Hint::None,
@@ -304,6 +338,31 @@ mod tests {
         assert_eq!(udp(&p2p), Hint::None);
         // Too short to hold the RTP header.
         assert_eq!(udp(&p2p[..30]), Hint::None);
+    }
+
+    #[test]
+    fn iax2_voice_frames_on_its_port() {
+        let on_port = |payload: &[u8]| {
+            let mut p = pkt(PROTO_UDP, payload);
+            p.key.dport = IAX2_PORT;
+            inspect(payload, &p)
+        };
+        // Mini frame: call 0x1234, timestamp 160 ms, 20 bytes of voice.
+        let mut mini = Vec::from([0x12, 0x34, 0x00, 0xa0]);
+        mini.resize(24, 0x55);
+        assert_eq!(on_port(&mini), Hint::Iax2(Iax2 { call: 0x1234, ts: 160 }));
+        // Elsewhere the same bytes are nothing.
+        assert_eq!(udp(&mini), Hint::None);
+        // Full frame of type voice: F bit, 32-bit timestamp 0x0001_0140.
+        let full = [0x92, 0x34, 0x00, 0x07, 0x00, 0x01, 0x01, 0x40, 3, 3, IAX2_VOICE, 4, 0xff, 0xff];
+        assert_eq!(on_port(&full), Hint::Iax2(Iax2 { call: 0x1234, ts: 0x0140 }));
+        // A full control frame, and a meta frame (call 0), are not voice.
+        let mut control = full;
+        control[10] = 6;
+        assert_eq!(on_port(&control), Hint::None);
+        mini[0] = 0;
+        mini[1] = 0;
+        assert_eq!(on_port(&mini), Hint::None);
     }
 
     #[test]

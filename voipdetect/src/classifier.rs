@@ -340,8 +340,12 @@ pub fn kind_reason(proto: u8, a: DirKind, b: DirKind) -> String {
 }
 
 fn rtp_reason(proto: u8, a: &DirWindow, b: Option<&DirWindow>) -> String {
-    let framing = if proto == PROTO_TCP { "rtp/tcp" } else { "rtp" };
-    let mut s = format!("{framing} ssrc={:#010x}", a.rtp_ssrc);
+    let mut s = if a.iax2 {
+        format!("iax2 call={}", a.rtp_ssrc)
+    } else {
+        let framing = if proto == PROTO_TCP { "rtp/tcp" } else { "rtp" };
+        format!("{framing} ssrc={:#010x}", a.rtp_ssrc)
+    };
     match b {
         Some(b) => s.push_str(&format!(" {}", pair(a.pps(), b.pps(), unit(proto), true))),
         None => s.push_str(&format!(" one way, {:.0} {}", a.pps(), unit(proto))),

@@ -137,6 +137,7 @@ struct DirState {
     ifindex: u32,
     rtp_ssrc: u32,
     rtp_ts_step: u16,
+    rtp_pt: u8,
     /// In-sequence RTP packets of the previous window: structure is judged
     /// over two windows, so a slow stream (WhatsApp sends 8 packets/s) is
     /// not cut in half by a window edge.
@@ -153,6 +154,7 @@ impl DirState {
             ifindex: c.ifindex,
             rtp_ssrc: 0,
             rtp_ts_step: 0,
+            rtp_pt: 0,
             prev_rtp_ok: 0,
         };
         d.read(c);
@@ -165,6 +167,7 @@ impl DirState {
         self.last_seen_ns = c.last_seen_ns;
         self.rtp_ssrc = c.rtp_ssrc;
         self.rtp_ts_step = c.rtp_ts_step;
+        self.rtp_pt = c.rtp_pt;
     }
 }
 
@@ -288,7 +291,7 @@ impl Controller {
                 d.as_ref().map(|d| {
                     let from = conv.win_start_ns.max(d.first_seen_ns);
                     let span = now_ns.saturating_sub(from) as f64 / NS_PER_SEC as f64;
-                    let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step);
+                    let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt);
                     w.rtp_ok += d.prev_rtp_ok;
                     w
                 })

@@ -253,6 +253,14 @@ mod tests {
     }
 
     #[test]
+    fn iax2_voice_is_called_by_structure() {
+        let f = pattern::call_variants(SECS).into_iter().find(|f| f.name.starts_with("iax2")).expect("an iax2 variant");
+        let (t, label, reason) = verdict(&f).expect("a verdict");
+        assert_eq!(label, Label::Voip);
+        assert!(reason.starts_with("iax2 call=") && t <= 1.0, "called after {t:.2} s: {reason}");
+    }
+
+    #[test]
     fn no_lookalike_is_called() {
         for f in pattern::decoys(SECS) {
             assert_eq!(verdict(&f), None, "{}", f.name);

@@ -3,7 +3,7 @@
 
 use voipdetect_common::{
     FlowCounters,
-    features::{CADENCE_BUCKETS, IAT_BUCKETS, SIZE_BUCKETS},
+    features::{CADENCE_BUCKETS, IAT_BUCKETS, PT_IAX2, SIZE_BUCKETS},
 };
 
 /// One direction's activity between two polls of its counters.
@@ -25,6 +25,9 @@ pub struct DirWindow {
     /// Latest RTP SSRC and timestamp step seen (not differences).
     pub rtp_ssrc: u32,
     pub rtp_ts_step: u32,
+    /// The in-sequence media frames are IAX2's (`rtp_ssrc` is its call
+    /// number), not RTP's.
+    pub iax2: bool,
 }
 
 fn d16(a: u16, b: u16) -> u32 {
@@ -69,13 +72,13 @@ impl Snap {
 impl DirWindow {
     /// Activity between two full counter readings over `span_s` seconds.
     pub fn between(start: &FlowCounters, end: &FlowCounters, span_s: f64) -> Self {
-        Self::between_snaps(&Snap::of(start), &Snap::of(end), span_s, end.rtp_ssrc, end.rtp_ts_step)
+        Self::between_snaps(&Snap::of(start), &Snap::of(end), span_s, end.rtp_ssrc, end.rtp_ts_step, end.rtp_pt)
     }
 
     /// Activity from `start` to `end` over `span_s` seconds. Counters are
-    /// differenced with wrap-around (see `FlowCounters`); `rtp_ssrc` and
-    /// `rtp_ts_step` are the latest values, not differences.
-    pub fn between_snaps(start: &Snap, end: &Snap, span_s: f64, rtp_ssrc: u32, rtp_ts_step: u16) -> Self {
+    /// differenced with wrap-around (see `FlowCounters`); `rtp_ssrc`,
+    /// `rtp_ts_step` and `rtp_pt` are the latest values, not differences.
+    pub fn between_snaps(start: &Snap, end: &Snap, span_s: f64, rtp_ssrc: u32, rtp_ts_step: u16, rtp_pt: u8) -> Self {
         let mut iat = [0; IAT_BUCKETS];
         for (i, v) in iat.iter_mut().enumerate() {
             *v = d16(start.iat[i], end.iat[i]);
@@ -99,6 +102,7 @@ impl DirWindow {
             framed: d16(start.framed, end.framed),
             rtp_ssrc,
             rtp_ts_step: u32::from(rtp_ts_step),
+            iax2: rtp_pt == PT_IAX2,
         }
     }
 
@@ -186,6 +190,7 @@ impl DirWindow {
         self.framed += o.framed;
         self.rtp_ssrc = o.rtp_ssrc;
         self.rtp_ts_step = o.rtp_ts_step;
+        self.iax2 = o.iax2;
     }
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 
+use voipdetect_common::hints::IAX2_PORT;
+
 use super::{Flow, Frame, Transport};
 
 /// RTP payload types (RFC 3551 §6).
@@ -53,6 +55,9 @@ pub struct Voice {
     /// Put each packet behind Zoom's server-relayed media headers (an
     /// 8-byte SFU header, then a 19-byte audio media header).
     pub zoom_relayed: bool,
+    /// Send IAX2 mini frames (RFC 5456 §8.1.2) of this call number instead
+    /// of RTP: 4 bytes of call number and millisecond timestamp.
+    pub iax2_call: Option<u16>,
     /// Multiplex an RTCP sender report every this many ms (RFC 5761).
     pub rtcp_every_ms: Option<u64>,
     pub dtx: Option<Dtx>,
@@ -74,6 +79,7 @@ impl Voice {
             length_prefix: false,
             channel: None,
             zoom_relayed: false,
+            iax2_call: None,
             rtcp_every_ms: None,
             dtx: None,
         }
@@ -126,7 +132,12 @@ impl Voice {
 
     fn packet(&self, rng: &mut SmallRng, seq: u16, ts: u32, ssrc: u32, size: usize) -> Vec<u8> {
         let mut body = Vec::with_capacity(size + 16);
-        if self.rtp {
+        if let Some(call) = self.iax2_call {
+            // The mini frame's timestamp is the call's clock in ms.
+            let ms = (ts / (self.clock_hz / 1000).max(1)) as u16;
+            body.extend_from_slice(&(call & 0x7fff).to_be_bytes());
+            body.extend_from_slice(&ms.to_be_bytes());
+        } else if self.rtp {
             body.extend_from_slice(&rtp_header(self.pt, seq, ts, ssrc));
         }
         let start = body.len();
@@ -225,6 +236,10 @@ pub fn call(name: &str, transport: Transport, voice: &Voice, server_port: u16, c
     let mut back = voice.clone();
     if let Some(d) = &mut back.dtx {
         d.starts = !d.starts;
+    }
+    // Each IAX2 peer numbers the call itself.
+    if let Some(call) = &mut back.iax2_call {
+        *call ^= 0x0100;
     }
     f.down = back.frames(u64::from(server_port) << 16 | u64::from(client_port) | 1 << 40);
     f.is_call = true;
@@ -443,6 +458,10 @@ pub fn call_variants(secs: u64) -> Vec<Flow> {
     zoom.clock_hz = 16_000;
     zoom.zoom_relayed = true;
     v.push(call("rtp behind zoom's media headers", Transport::Udp, &zoom, s, c));
+    let (_, c) = p.next();
+    let mut iax2 = Voice::g711(20, d).opaque();
+    iax2.iax2_call = Some(0x0d05);
+    v.push(call("iax2 mini frames", Transport::Udp, &iax2, IAX2_PORT, c));
     let (s, c) = p.next();
     let mut rtcp = vbr;
     rtcp.rtcp_every_ms = Some(500);
