@@ -45,6 +45,13 @@ pub struct Thresholds {
     /// Share of gaps under 2 ms tolerated in a voice direction: voice
     /// frames are spaced out, bulk and web traffic come back to back.
     pub max_burst_share: f64,
+    /// A codec clock fixes a voice direction's rate: one packet per
+    /// packetisation interval (50/s at 20 ms). Spaced packets (back-to-back
+    /// extras such as FEC or RTCP left out) may exceed that rate by at most
+    /// this factor, for window edges and clock drift. A 60 Hz game tick
+    /// falls into the 20 ms gap bucket but sends 60 packets/s: 1.2× too
+    /// many.
+    pub max_rate_over_cadence: f64,
     /// Share of packets that must fall in two adjacent size buckets.
     /// Voice codecs emit near-constant sizes (CBR) or a narrow band (VBR);
     /// game servers and web traffic spread over many sizes.
@@ -110,6 +117,7 @@ impl Default for Thresholds {
             max_mean_size: 1400.0,
             min_cadence_share: 0.5,
             max_burst_share: 0.3,
+            max_rate_over_cadence: 1.12,
             min_size_stability: 0.7,
             max_rate_ratio: 3.0,
             max_size_ratio: 2.5,
@@ -269,6 +277,7 @@ impl Classifier {
             && d.size_stability() >= t.min_size_stability
             && let Some((cadence_ms, share)) = d.cadence()
             && share >= t.min_cadence_share
+            && pps * (1.0 - d.gap_share(0)) <= 1000.0 / f64::from(cadence_ms) * t.max_rate_over_cadence
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
@@ -414,6 +423,18 @@ mod tests {
         let a = stream(50, 20.0, |_| 40);
         let b = stream(50, 20.0, |_| 900);
         assert!(!judge(&a, &b));
+    }
+
+    #[test]
+    fn a_rate_the_cadence_cannot_explain_is_not_voice() {
+        // 60 and 64 Hz ticks land in the 20 ms gap bucket at 60+ packets/s.
+        for hz in [60.0, 64.0] {
+            let tick = stream(hz as u32, 1000.0 / hz, |i| 50 + i % 9);
+            assert!(!judge(&tick, &tick), "{hz} Hz");
+        }
+        // 20 ms voice with a little jitter in the count stays voice.
+        let voice = stream(52, 19.3, |_| 60);
+        assert!(judge(&voice, &voice));
     }
 
     #[test]

@@ -489,6 +489,19 @@ pub fn decoys(secs: u64) -> Vec<Flow> {
     let total = Duration::from_secs(secs);
     let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
 
+    // A peer-to-peer game with rollback netcode: both peers send their
+    // inputs every 60 Hz frame, small and alike both ways — a 16.7 ms
+    // cadence next to 20 ms voice.
+    let (s, c) = p.next();
+    let mut p2p = flow("p2p game 60 Hz, symmetric inputs", Transport::Udp, s, c);
+    for i in 0..60 * secs {
+        let at = i as f64 * 1000.0 / 60.0;
+        let (up, down) = (rng.random_range(40..70), rng.random_range(40..70));
+        p2p.up.push(Frame { at: ms(at + rng.random_range(0.0..1.0)), payload: random_bytes(&mut rng, up) });
+        p2p.down.push(Frame { at: ms(at + 5.0 + rng.random_range(0.0..1.0)), payload: random_bytes(&mut rng, down) });
+    }
+    v.push(p2p);
+
     // Interactive SSH with keystroke-timing obfuscation (OpenSSH 9.5+):
     // while typing, the client sends a packet every 20 ms; the server
     // echoes real keystrokes and now and then prints a command's output.
