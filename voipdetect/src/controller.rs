@@ -199,6 +199,10 @@ struct Conv {
     /// Reason of the latest call-like window.
     reason: Option<Box<str>>,
     verdict: Option<Box<ActiveVerdict>>,
+    /// Created during the poll in progress. Its first window starts at the
+    /// earliest first packet of the directions seen in that poll, whichever
+    /// the map happened to list first.
+    fresh: bool,
 }
 
 impl Conv {
@@ -268,8 +272,12 @@ impl Controller {
                 hints: Hints::default(),
                 reason: None,
                 verdict: None,
+                fresh: true,
             }),
         };
+        if conv.fresh {
+            conv.win_start_ns = conv.win_start_ns.min(c.first_seen_ns);
+        }
         match &mut conv.dirs[idx] {
             Some(d) if d.first_seen_ns == c.first_seen_ns => d.read(c),
             // New direction, or the kernel evicted and recreated the entry:
@@ -285,6 +293,7 @@ impl Controller {
         let cfg = &self.cfg;
         let classifier = &self.classifier;
         self.convs.retain(|canonical, conv| {
+            conv.fresh = false;
             let last_activity = conv.last_activity();
             let window_done = now_ns.saturating_sub(conv.win_start_ns) >= cfg.window_ns;
             let windows = conv.dirs.each_ref().map(|d| {

@@ -102,7 +102,11 @@ impl Engine {
     }
 
     fn poll(&mut self, now_ns: u64) {
-        for (k, c) in &self.flows {
+        // In first-packet order, so a replay's verdicts never depend on the
+        // hash map's iteration order.
+        let mut order: Vec<_> = self.flows.iter().collect();
+        order.sort_unstable_by_key(|(k, c)| (c.first_seen_ns, **k));
+        for (k, c) in order {
             self.ctl.observe(k, c);
         }
         let out = self.ctl.finish_poll(now_ns);
@@ -280,6 +284,62 @@ mod tests {
         let e =
             events(std::slice::from_ref(&f), Config { mode: crate::controller::Mode::Block, block_one_way: true, ..Default::default() });
         assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == crate::controller::Action::Blocked));
+    }
+}
+
+#[cfg(test)]
+mod order {
+    //! The kernel lists flows in whatever order its hash table holds them.
+    use std::collections::BTreeMap;
+
+    use voipdetect_common::{hints::inspect, parse::parse_ethernet};
+
+    use super::*;
+    use crate::{
+        synth,
+        testutil::{POLL, T0},
+        traffic::pattern,
+    };
+
+    /// Verdict times and reasons when every poll lists the flows in
+    /// ascending or descending key order.
+    fn verdicts(descending: bool) -> Vec<(u64, String)> {
+        let mut flows = BTreeMap::new();
+        let mut ctl = Controller::new(Config::default());
+        let mut next_poll = T0 + POLL;
+        let mut out = Vec::new();
+        // An opaque call whose answering side starts 120 ms after the
+        // caller: the orders put a different direction first.
+        let mut call = pattern::call_variants(5).into_iter().find(|f| f.name == "opaque vbr 20 ms").unwrap();
+        for f in &mut call.up {
+            f.at += std::time::Duration::from_millis(120);
+        }
+        for t in synth::frames(&[call], T0) {
+            while next_poll <= t.ts_ns {
+                let mut listed: Vec<_> = flows.iter().collect();
+                if descending {
+                    listed.reverse();
+                }
+                for (k, c) in listed {
+                    ctl.observe(k, c);
+                }
+                out.extend(
+                    ctl.finish_poll(next_poll).events.into_iter().filter(|e| e.kind == EventKind::Verdict).map(|e| (e.at_ns, e.reason)),
+                );
+                next_poll += POLL;
+            }
+            let pkt = parse_ethernet(t.frame.as_slice()).unwrap();
+            let c = flows.entry(pkt.key).or_insert_with(|| FlowCounters::new(t.ts_ns, 0));
+            update(c, &pkt, inspect(t.frame.as_slice(), &pkt), t.ts_ns);
+        }
+        out
+    }
+
+    #[test]
+    fn verdicts_do_not_depend_on_the_order_flows_are_listed() {
+        let (up, down) = (verdicts(false), verdicts(true));
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert_eq!(up, down);
     }
 }
 
