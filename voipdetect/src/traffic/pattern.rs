@@ -58,6 +58,9 @@ pub struct Voice {
     /// Send IAX2 mini frames (RFC 5456 §8.1.2) of this call number instead
     /// of RTP: 4 bytes of call number and millisecond timestamp.
     pub iax2_call: Option<u16>,
+    /// Carry each packet (with its IPv4 and UDP headers) through a
+    /// WireGuard tunnel: what a user who tunnels a softphone shows.
+    pub wireguard: bool,
     /// Multiplex an RTCP sender report every this many ms (RFC 5761).
     pub rtcp_every_ms: Option<u64>,
     pub dtx: Option<Dtx>,
@@ -80,6 +83,7 @@ impl Voice {
             channel: None,
             zoom_relayed: false,
             iax2_call: None,
+            wireguard: false,
             rtcp_every_ms: None,
             dtx: None,
         }
@@ -148,7 +152,8 @@ impl Voice {
         {
             body.resize(pad, 0);
         }
-        self.wrap(body)
+        let body = self.wrap(body);
+        if self.wireguard { wireguard_data(rng, u64::from(seq), 20 + 8 + body.len()) } else { body }
     }
 
     /// Zoom media headers, TURN ChannelData and RFC 4571 framing, where configured.
@@ -201,6 +206,17 @@ fn rtcp_sr(ssrc: u32, ts: u32) -> Vec<u8> {
     v.extend_from_slice(&[0; 8]);
     v.extend_from_slice(&ts.to_be_bytes());
     v.extend_from_slice(&[0; 8]);
+    v
+}
+
+/// A WireGuard transport data message carrying `inner` plaintext bytes:
+/// type 4, the receiver's index, a 64-bit counter, the plaintext padded to
+/// 16 bytes and encrypted (random here), a 16-byte tag.
+fn wireguard_data(rng: &mut SmallRng, counter: u64, inner: usize) -> Vec<u8> {
+    let mut v = vec![4, 0, 0, 0, 0x5e, 0x1f, 0x0a, 0x77];
+    v.extend_from_slice(&counter.to_le_bytes());
+    let sealed = inner.div_ceil(16) * 16 + 16;
+    v.extend(std::iter::repeat_with(|| rng.random::<u8>()).take(sealed));
     v
 }
 
@@ -458,6 +474,12 @@ pub fn call_variants(secs: u64) -> Vec<Flow> {
     zoom.clock_hz = 16_000;
     zoom.zoom_relayed = true;
     v.push(call("rtp behind zoom's media headers", Transport::Udp, &zoom, s, c));
+    let (_, c) = p.next();
+    let mut wg = Voice::g711(20, d);
+    wg.payload = 90;
+    wg.size_jitter = 30;
+    wg.wireguard = true;
+    v.push(call("rtp inside a wireguard tunnel", Transport::Udp, &wg, 51_820, c));
     let (_, c) = p.next();
     let mut iax2 = Voice::g711(20, d).opaque();
     iax2.iax2_call = Some(0x0d05);
