@@ -246,6 +246,19 @@ fn frame_table() {
 }
 
 #[test]
+fn verifier_budget_has_headroom() {
+    voipdetect_tests::require_root();
+    let mut dp = Datapath::load(&LoadOptions::default()).unwrap();
+    let n = dp.verified_instructions().unwrap().expect("this kernel reports verified instructions");
+    eprintln!("figure: the verifier walked {n} instructions of its 1 000 000 limit");
+    // Every header check added to the parser or the hints multiplies the
+    // paths the verifier walks (about 690 000 here, with every parse path
+    // times every payload check): fail here, with room to spare, rather
+    // than on a kernel whose verifier prunes a little less.
+    assert!(n < 850_000, "the verifier walked {n} instructions: close to the 1M limit");
+}
+
+#[test]
 fn lru_evicts_instead_of_refusing() {
     voipdetect_tests::require_root();
     let mut dp = Datapath::load(&LoadOptions { flow_entries: 64, ..Default::default() }).unwrap();

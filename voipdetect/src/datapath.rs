@@ -592,6 +592,13 @@ impl Datapath {
         self.attachments.iter().filter(|a| a.adopted).map(|a| a.iface.as_str()).collect()
     }
 
+    /// Instructions the kernel's verifier walked to accept the program (its
+    /// limit is 1 000 000); None on kernels older than 5.16.
+    pub fn verified_instructions(&mut self) -> anyhow::Result<Option<u32>> {
+        let info = self.program()?.info().context("reading the program's info")?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN` and
     /// returns its XDP action.
     pub fn test_run(&mut self, frame: &[u8]) -> anyhow::Result<u32> {
