@@ -50,8 +50,11 @@ pub struct Thresholds {
     /// extras such as FEC or RTCP left out) may exceed that rate by at most
     /// this factor, for window edges and clock drift. A 60 Hz game tick
     /// falls into the 20 ms gap bucket but sends 60 packets/s: 1.2× too
-    /// many.
+    /// many. The interval is the shortest one holding at least
+    /// `rate_cadence_min_share` of the gaps, so a stream that mixes 20 and
+    /// 40 ms frames is held to the 20 ms rate.
     pub max_rate_over_cadence: f64,
+    pub rate_cadence_min_share: f64,
     /// Share of packets that must fall in two adjacent size buckets.
     /// Voice codecs emit near-constant sizes (CBR) or a narrow band (VBR);
     /// game servers and web traffic spread over many sizes.
@@ -118,6 +121,7 @@ impl Default for Thresholds {
             min_cadence_share: 0.5,
             max_burst_share: 0.3,
             max_rate_over_cadence: 1.12,
+            rate_cadence_min_share: 0.2,
             min_size_stability: 0.7,
             max_rate_ratio: 3.0,
             max_size_ratio: 2.5,
@@ -277,7 +281,8 @@ impl Classifier {
             && d.size_stability() >= t.min_size_stability
             && let Some((cadence_ms, share)) = d.cadence()
             && share >= t.min_cadence_share
-            && pps * (1.0 - d.gap_share(0)) <= 1000.0 / f64::from(cadence_ms) * t.max_rate_over_cadence
+            && let Some(fastest_ms) = d.fastest_cadence(t.rate_cadence_min_share)
+            && pps * (1.0 - d.gap_share(0)) <= 1000.0 / f64::from(fastest_ms) * t.max_rate_over_cadence
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
@@ -432,9 +437,20 @@ mod tests {
             let tick = stream(hz as u32, 1000.0 / hz, |i| 50 + i % 9);
             assert!(!judge(&tick, &tick), "{hz} Hz");
         }
-        // 20 ms voice with a little jitter in the count stays voice.
+        // 20 ms voice with a little jitter in the count stays voice, and so
+        // does a stream mixing 20 and 40 ms frames (40 ms the commoner).
         let voice = stream(52, 19.3, |_| 60);
         assert!(judge(&voice, &voice));
+        let mut c = FlowCounters::new(0, 0);
+        let mut t = 1_000_000u64;
+        for i in 0..36u64 {
+            let pkt = Packet { key: FlowKey::default(), payload_off: 0, payload_len: 80, tcp_flags: 0 };
+            update(&mut c, &pkt, Hint::None, t);
+            t += if i % 3 == 0 { 20_000_000 } else { 40_000_000 };
+        }
+        let mixed = DirWindow::between(&FlowCounters::new(0, 0), &c, (t - 1_000_000) as f64 / 1e9);
+        assert_eq!(mixed.cadence().map(|c| c.0), Some(40));
+        assert!(judge(&mixed, &mixed), "{mixed:?}");
     }
 
     #[test]

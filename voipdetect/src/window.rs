@@ -135,6 +135,14 @@ impl DirWindow {
             .map(|(ms, n)| (ms, f64::from(n) / f64::from(total)))
     }
 
+    /// The shortest packetisation interval (ms) that at least `min_share`
+    /// of the gaps fall into: what bounds the rate of a stream that mixes
+    /// two intervals.
+    pub fn fastest_cadence(&self, min_share: f64) -> Option<u32> {
+        let total = f64::from(self.gaps());
+        CADENCE_BUCKETS.iter().find(|&&(_, b)| total > 0.0 && f64::from(self.iat[b]) >= min_share * total).map(|&(ms, _)| ms)
+    }
+
     /// Among gaps that are not back-to-back (≥ 2 ms), the video frame
     /// interval most fall into (30/40/60 ms buckets: 33, 25 and 15 fps) and
     /// the share that do.
