@@ -1,9 +1,8 @@
 //! Cheap checks on the first bytes of a transport payload: is this RTP,
 //! RTCP, STUN, TURN ChannelData, DTLS, RTP behind a known media
 //! encapsulation (RFC 4571 on TCP, Zoom's media header), or an IAX2 voice
-//! frame? They read at most
-//! one fixed-size header at a fixed offset and keep only header fields
-//! (SSRC, sequence, timestamp), never media content.
+//! frame? They read at most one fixed-size header at a fixed offset and
+//! keep only header fields (SSRC, sequence, timestamp), never media content.
 //!
 //! On UDP the first byte splits the protocols that share a 5-tuple in
 //! WebRTC and SIP media (RFC 7983 §7): 0–3 STUN, 20–63 DTLS, 64–79 TURN
@@ -60,6 +59,9 @@ const RFC4571_PREFIX: usize = 2;
 pub const IAX2_PORT: u16 = 4569;
 /// IAX2 full-frame type of voice (RFC 5456 §8.2).
 const IAX2_VOICE: u8 = 2;
+/// An IAX2 full frame's header; mini frames are checked when at least
+/// this long too (one load for both).
+const IAX2_FULL_HLEN: u32 = 12;
 
 /// Zoom's server-relayed media starts with an 8-byte "SFU" header whose
 /// first byte is 5; its peer-to-peer media starts directly with the media
@@ -154,7 +156,7 @@ pub fn inspect<B: Bytes + ?Sized>(b: &B, pkt: &Packet) -> Hint {
     let off = pkt.payload_off;
     match pkt.key.proto {
         PROTO_UDP if pkt.key.sport == IAX2_PORT || pkt.key.dport == IAX2_PORT => match b.load::<12>(off) {
-            Some(h) if len >= RTP_HLEN => iax2_voice(&h, len).map_or(Hint::None, Hint::Iax2),
+            Some(h) if len >= IAX2_FULL_HLEN => iax2_voice(&h, len).map_or(Hint::None, Hint::Iax2),
             _ => Hint::None,
         },
         PROTO_UDP => inspect_udp(b, off, len),
