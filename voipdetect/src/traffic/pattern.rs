@@ -216,7 +216,7 @@ fn wireguard_data(rng: &mut SmallRng, counter: u64, inner: usize) -> Vec<u8> {
     let mut v = vec![4, 0, 0, 0, 0x5e, 0x1f, 0x0a, 0x77];
     v.extend_from_slice(&counter.to_le_bytes());
     let sealed = inner.div_ceil(16) * 16 + 16;
-    v.extend(std::iter::repeat_with(|| rng.random::<u8>()).take(sealed));
+    v.append(&mut random_bytes(rng, sealed));
     v
 }
 
