@@ -96,6 +96,44 @@ fn restart_after_a_crash_readopts_and_blocks_expire_meanwhile() {
     });
 }
 
+/// `voipdetect unblock` on a call the controller blocked: the call gets
+/// through from then on, the controller does not list it again while it
+/// lasts (its refresh finds the entry gone), and its events say why.
+#[test]
+fn an_operator_unblock_lets_the_call_through_for_good() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    // A short TTL: the controller's first refresh falls well inside the call.
+    let mut ctl = lab.start_controller(&binary(), &["--mode", "block", "--ttl", "2s"]).unwrap();
+    ctl.wait_attached(Duration::from_secs(20)).unwrap();
+    let call = pattern::rtp_call(10);
+    let (client, server) = live::flow_addrs(&lab, &call);
+    let r = std::thread::scope(|s| {
+        let traffic = s.spawn(|| live::run(&lab, std::slice::from_ref(&call), &AtomicBool::new(false)).unwrap());
+        wait_verdict(&ctl, Duration::from_secs(6));
+        // Lifted after a moment of the block, before the first refresh (1 s in).
+        std::thread::sleep(Duration::from_millis(400));
+        let (code, _, err) = cli(&lab, &["unblock", "udp", &client.to_string(), &server.to_string()]);
+        assert_eq!(code, 0, "{err}");
+        traffic.join().unwrap().remove(0)
+    });
+    let st = status(&lab);
+    ctl.stop().unwrap();
+    let events = ctl.drain();
+    // Cut off for the moment between verdict and unblock, then through to the end.
+    assert!(r.cut_off_after().is_some(), "{r:?}");
+    assert!(r.last_recv.unwrap() > Duration::from_secs(9), "blocked again after the unblock: {r:?}");
+    let lost = r.sent() - r.received();
+    assert!(lost < 150, "lost {lost}: {r:?}");
+    assert_eq!(st["blocklist_active"], 0, "{st}");
+    assert!(
+        events.iter().any(|e| e["event"] == "verdict"
+            && e["action"] == "reported"
+            && e["reason"].as_str().is_some_and(|r| r.ends_with("(block lifted by an operator)"))),
+        "{events:#?}"
+    );
+}
+
 /// `flows`, `block`, `unblock` and `status` against a running controller.
 #[test]
 fn commands_read_and_change_the_running_controller() {

@@ -110,8 +110,11 @@ pub struct Event {
 /// A change the driver applies to the kernel maps.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// List both directions until `entry.expires_ns` (also a refresh).
-    Block { keys: [FlowKey; 2], entry: BlockEntry },
+    /// List both directions until `entry.expires_ns`. A `refresh` extends
+    /// a block this controller wrote before: if an operator has lifted it
+    /// meanwhile (`voipdetect unblock`), the driver calls
+    /// [`Controller::lift`] instead of listing the flow again.
+    Block { keys: [FlowKey; 2], entry: BlockEntry, refresh: bool },
     /// Take both directions off the blocklist.
     Unblock { keys: [FlowKey; 2] },
     /// Forget idle flows.
@@ -286,6 +289,17 @@ impl Controller {
         }
     }
 
+    /// An operator lifted this conversation's block: it stays a call, is
+    /// only reported from now on and is not listed again while it lasts.
+    /// Returns the changed verdict, as an event.
+    pub fn lift(&mut self, canonical: &FlowKey, now_ns: u64) -> Option<Event> {
+        let conv = self.convs.get_mut(canonical)?;
+        let v = conv.verdict.as_mut().filter(|v| v.action == Action::Blocked)?;
+        v.action = Action::Reported;
+        v.reason.push_str(" (block lifted by an operator)");
+        Some(event(EventKind::Verdict, now_ns, canonical, conv, conv.verdict.as_ref()?, now_ns))
+    }
+
     /// Classifies, manages verdicts and evicts idle conversations after a
     /// poll that ended at `now_ns`.
     pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
@@ -371,6 +385,7 @@ impl Controller {
                         out.commands.push(Command::Block {
                             keys: dir_keys(canonical),
                             entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+                            refresh: true,
                         });
                     }
                 }
@@ -403,6 +418,7 @@ impl Controller {
                     out.commands.push(Command::Block {
                         keys: dir_keys(canonical),
                         entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+                        refresh: false,
                     });
                 }
                 conv.verdict = Some(Box::new(v));
@@ -505,6 +521,17 @@ mod tests {
     /// Both directions send 172 B every 20 ms while `active(t)`; the
     /// controller polls every 250 ms until `end_ms`.
     fn drive(ctl: &mut Controller, end_ms: u64, active: impl Fn(u64) -> bool) -> Vec<(u64, PollOutput)> {
+        drive_with(ctl, end_ms, active, |_, _| {})
+    }
+
+    /// `drive`, calling `after_poll` with the controller and the time (ms)
+    /// after every poll.
+    fn drive_with(
+        ctl: &mut Controller,
+        end_ms: u64,
+        active: impl Fn(u64) -> bool,
+        mut after_poll: impl FnMut(&mut Controller, u64),
+    ) -> Vec<(u64, PollOutput)> {
         let (a, b) = (key(), key().reversed());
         let mut ca = FlowCounters::new(MS, 3);
         let mut cb = FlowCounters::new(MS, 4);
@@ -527,10 +554,41 @@ mod tests {
                 let out = ctl.finish_poll(t);
                 forgotten |= out.commands.iter().any(|c| matches!(c, Command::Forget { .. }));
                 outs.push((t / MS, out));
+                after_poll(ctl, t / MS);
             }
             t += MS;
         }
         outs
+    }
+
+    #[test]
+    fn a_block_lifted_by_an_operator_is_not_written_again() {
+        let mut ctl = Controller::new(cfg(Mode::Block));
+        let canonical = key().canonical();
+        let mut lifted = Vec::new();
+        // The operator lifts the block at 3 s, while the call goes on to 8 s.
+        let outs = drive_with(
+            &mut ctl,
+            14_000,
+            |t| t < 8_000,
+            |ctl, t| {
+                if t == 3_000 {
+                    lifted.extend(ctl.lift(&canonical, t * MS));
+                    assert_eq!(ctl.lift(&canonical, t * MS), None, "lifted twice");
+                }
+            },
+        );
+        let [e] = lifted.as_slice() else { panic!("not lifted: {lifted:?}") };
+        assert_eq!((e.kind, e.action), (EventKind::Verdict, Action::Reported));
+        assert!(e.reason.ends_with("(block lifted by an operator)"), "{}", e.reason);
+        let blocks: Vec<_> =
+            outs.iter().filter(|(_, o)| o.commands.iter().any(|c| matches!(c, Command::Block { .. }))).map(|(t, _)| *t).collect();
+        assert!(!blocks.is_empty() && blocks.iter().all(|&t| t <= 3_000), "blocks at {blocks:?}");
+        // Its end unblocks nothing and is reported, not blocked.
+        assert!(!outs.iter().any(|(_, o)| o.commands.iter().any(|c| matches!(c, Command::Unblock { .. }))));
+        let release: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).filter(|e| e.kind == EventKind::Release).collect();
+        assert_eq!(release.len(), 1);
+        assert_eq!(release[0].action, Action::Reported);
     }
 
     fn cfg(mode: Mode) -> Config {
@@ -555,7 +613,7 @@ mod tests {
             }
             for c in &o.commands {
                 match c {
-                    Command::Block { keys, entry } => blocks.push((*t, *keys, *entry)),
+                    Command::Block { keys, entry, refresh } => blocks.push((*t, *keys, *entry, *refresh)),
                     Command::Unblock { keys } => unblocks.push((*t, *keys)),
                     Command::Forget { keys } => forgets.push((*t, *keys)),
                 }
@@ -567,8 +625,9 @@ mod tests {
         assert_eq!((v.label, v.action), (Label::Voip, Action::Blocked));
         assert!(v.reason.contains("50 pps each way") && v.reason.contains("20 ms"), "{}", v.reason);
         // Both directions, with the TTL.
-        let (bt, keys, entry) = blocks[0];
+        let (bt, keys, entry, refresh) = blocks[0];
         assert_eq!(bt, *vt);
+        assert!(!refresh && blocks[1..].iter().all(|b| b.3), "{blocks:?}");
         assert_eq!(keys, [key().canonical(), key().canonical().reversed()]);
         assert_eq!(entry.expires_ns, bt * MS + 4_000 * MS);
         // Refreshed while the call lasts, not after.

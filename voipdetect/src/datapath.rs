@@ -358,6 +358,18 @@ impl Maps {
         self.publish()
     }
 
+    /// Whether any of `keys` is on the blocklist (expired or not).
+    pub fn listed(&self, keys: &[FlowKey]) -> anyhow::Result<bool> {
+        for k in keys {
+            match self.blocklist.get(k, 0) {
+                Ok(_) => return Ok(true),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading the blocklist"),
+            }
+        }
+        Ok(false)
+    }
+
     /// Removes `keys` from the blocklist.
     pub fn unblock(&mut self, keys: &[FlowKey]) -> anyhow::Result<()> {
         for k in keys {

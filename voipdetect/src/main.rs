@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         ttl: Duration,
     },
-    /// Lift a block by hand (both directions). The controller lists a call again if it goes on.
+    /// Lift a block by hand (both directions). The controller then only reports that call while it lasts.
     Unblock {
         #[command(flatten)]
         flow: FlowArgs,

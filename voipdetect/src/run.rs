@@ -111,7 +111,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                 let now = monotonic_ns();
                 let flows = dp.for_each_flow(|k, c| ctl.observe(k, c))?;
                 let out = ctl.finish_poll(now);
-                apply(&mut dp, &out, &mut outputs, &metrics, &mut names, now)?;
+                apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
                 if serving {
                     metrics.poll(&dp.stats()?, flows, s.flow_entries, ctl.conversations(), ctl.blocked(), started.elapsed().as_secs_f64());
                 }
@@ -134,7 +134,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     }
     let now = monotonic_ns();
     let out = ctl.release_all(now);
-    apply(&mut dp, &out, &mut outputs, &metrics, &mut names, now)?;
+    apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
     dp.detach_all();
     if let Some(path) = state {
         let _ = std::fs::remove_file(path);
@@ -154,7 +154,8 @@ impl IfNames {
 
 fn apply(
     dp: &mut Datapath,
-    out: &PollOutput,
+    ctl: &mut Controller,
+    mut out: PollOutput,
     outputs: &mut Outputs,
     metrics: &Metrics,
     names: &mut IfNames,
@@ -162,7 +163,10 @@ fn apply(
 ) -> anyhow::Result<()> {
     for cmd in &out.commands {
         match cmd {
-            Command::Block { keys, entry } => dp.block(keys, *entry)?,
+            // Only this controller and `voipdetect unblock` delete entries:
+            // one it listed and finds gone was lifted by an operator.
+            Command::Block { keys, refresh: true, .. } if !dp.listed(keys)? => out.events.extend(ctl.lift(&keys[0], now_mono)),
+            Command::Block { keys, entry, .. } => dp.block(keys, *entry)?,
             Command::Unblock { keys } => dp.unblock(keys)?,
             Command::Forget { keys } => keys.iter().for_each(|k| dp.remove_flow(k)),
         }
