@@ -388,12 +388,21 @@ mod tests {
 
     /// A window of one direction: `n` packets of `size` bytes, `gap_ms` apart.
     fn stream(n: u32, gap_ms: f64, size: impl Fn(u32) -> u32) -> DirWindow {
+        stream_gaps(n, |_| gap_ms, size)
+    }
+
+    /// `n` packets; packet `i` of `size(i)` bytes comes `gap_ms(i)` after the one before.
+    fn stream_gaps(n: u32, gap_ms: impl Fn(u32) -> f64, size: impl Fn(u32) -> u32) -> DirWindow {
         let mut c = FlowCounters::new(0, 0);
+        let mut t_ms = 0.0;
         for i in 0..n {
+            if i > 0 {
+                t_ms += gap_ms(i);
+            }
             let pkt = Packet { key: FlowKey::default(), payload_off: 0, payload_len: size(i), tcp_flags: 0 };
-            update(&mut c, &pkt, Hint::None, 1_000_000 + (f64::from(i) * gap_ms * 1e6) as u64);
+            update(&mut c, &pkt, Hint::None, 1_000_000 + (t_ms * 1e6) as u64);
         }
-        DirWindow::between(&FlowCounters::new(0, 0), &c, f64::from(n) * gap_ms / 1000.0)
+        DirWindow::between(&FlowCounters::new(0, 0), &c, (t_ms + gap_ms(n)) / 1000.0)
     }
 
     fn judge(a: &DirWindow, b: &DirWindow) -> bool {
@@ -441,14 +450,7 @@ mod tests {
         // does a stream mixing 20 and 40 ms frames (40 ms the commoner).
         let voice = stream(52, 19.3, |_| 60);
         assert!(judge(&voice, &voice));
-        let mut c = FlowCounters::new(0, 0);
-        let mut t = 1_000_000u64;
-        for i in 0..36u64 {
-            let pkt = Packet { key: FlowKey::default(), payload_off: 0, payload_len: 80, tcp_flags: 0 };
-            update(&mut c, &pkt, Hint::None, t);
-            t += if i % 3 == 0 { 20_000_000 } else { 40_000_000 };
-        }
-        let mixed = DirWindow::between(&FlowCounters::new(0, 0), &c, (t - 1_000_000) as f64 / 1e9);
+        let mixed = stream_gaps(36, |i| if i % 3 == 1 { 20.0 } else { 40.0 }, |_| 80);
         assert_eq!(mixed.cadence().map(|c| c.0), Some(40));
         assert!(judge(&mixed, &mixed), "{mixed:?}");
     }
