@@ -4,12 +4,12 @@
 /// XDP programs and create network namespaces, and must never pass by
 /// silently skipping.
 pub fn require_root() {
-    if let Err(e) = voipdetect::lab::require_root("this test") {
+    if let Err(e) = voipdetect_lab::require_root("this test") {
         panic!("{e:#}");
     }
 }
 
 /// The voipdetect binary the lab runs (`cargo xtask test` sets `VOIPDETECT_BIN`).
 pub fn binary() -> std::path::PathBuf {
-    voipdetect::lab::voipdetect_binary().expect("voipdetect binary (cargo xtask test sets VOIPDETECT_BIN)")
+    voipdetect_lab::voipdetect_binary().expect("voipdetect binary (cargo xtask test sets VOIPDETECT_BIN)")
 }

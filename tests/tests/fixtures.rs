@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 
 use voipdetect::{
+    clock::monotonic_ns,
     datapath::{Datapath, LoadOptions, Stats},
-    frames::{FrameSpec, add_vlan_tag},
-    run::monotonic_ns,
-    traffic::pattern::rtp_header,
 };
 use voipdetect_common::{BlockEntry, FlowCounters, FlowKey, Stat, parse::parse_ethernet};
+use voipdetect_traffic::{
+    frames::{FrameSpec, add_vlan_tag},
+    pattern::rtp_header,
+};
 
 const PASS: u32 = 2;
 const DROP: u32 = 1;

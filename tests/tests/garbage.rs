@@ -8,9 +8,9 @@ use voipdetect::{
     capture::{Link, parse_frame},
     datapath::{Datapath, LoadOptions},
     engine::Engine,
-    frames::{FrameSpec, add_vlan_tag},
 };
 use voipdetect_common::Stat;
+use voipdetect_traffic::frames::{FrameSpec, add_vlan_tag};
 
 const PASS: u32 = 2;
 

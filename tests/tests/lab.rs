@@ -9,14 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use voipdetect::{
-    lab::GatewayLab,
-    traffic::{
-        live::{self, FlowResult},
-        pattern,
-    },
+use voipdetect_lab::{
+    GatewayLab,
+    live::{self, FlowResult},
 };
 use voipdetect_tests::binary;
+use voipdetect_traffic::{Flow, addrs, pattern};
 
 fn result<'a>(results: &'a [FlowResult], name: &str) -> &'a FlowResult {
     results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no result for {name}"))
@@ -89,8 +87,8 @@ fn a_real_sip_user_agent_call_is_detected_and_its_rtp_blocked() {
     let work = tempdir(&lab.id);
     std::os::unix::fs::symlink("/usr/share/sip-tester", work.join("pcap")).unwrap();
     let capture = work.join("server-rtp.pcap");
-    let server_ip = voipdetect::lab::SERVER_V4.to_string();
-    let client_ip = voipdetect::lab::CLIENT_V4.to_string();
+    let server_ip = addrs::SERVER_V4.to_string();
+    let client_ip = addrs::CLIENT_V4.to_string();
 
     let mut dump = lab
         .server
@@ -262,7 +260,7 @@ fn controller_detaches_on_sigterm_and_sigint() {
 
 /// Runs `flows` through a blocking gateway; returns the receivers' view and
 /// the controller's events.
-fn through_gateway(flows: &[voipdetect::traffic::Flow], extra: &[&str]) -> (Vec<FlowResult>, Vec<serde_json::Value>) {
+fn through_gateway(flows: &[Flow], extra: &[&str]) -> (Vec<FlowResult>, Vec<serde_json::Value>) {
     let lab = GatewayLab::new().unwrap();
     let mut args = vec!["--mode", "block"];
     args.extend_from_slice(extra);

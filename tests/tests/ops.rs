@@ -8,11 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use voipdetect::{
-    lab::{Controller, GatewayLab},
-    traffic::{live, pattern},
-};
+use voipdetect_lab::{ControllerProcess, GatewayLab, live};
 use voipdetect_tests::binary;
+use voipdetect_traffic::{addrs, pattern};
 
 /// `voipdetect ARGS --pin-dir <lab's>` in the gateway namespace: (exit code, stdout, stderr).
 fn cli(lab: &GatewayLab, args: &[&str]) -> (i32, String, String) {
@@ -26,7 +24,7 @@ fn status(lab: &GatewayLab) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-fn wait_verdict(ctl: &Controller, timeout: Duration) -> serde_json::Value {
+fn wait_verdict(ctl: &ControllerProcess, timeout: Duration) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(e) = ctl.next_event(Duration::from_millis(100))
@@ -107,7 +105,7 @@ fn an_operator_unblock_lets_the_call_through_for_good() {
     let mut ctl = lab.start_controller(&binary(), &["--mode", "block", "--ttl", "2s"]).unwrap();
     ctl.wait_attached(Duration::from_secs(20)).unwrap();
     let call = pattern::rtp_call(10);
-    let (client, server) = live::flow_addrs(&lab, &call);
+    let (client, server) = addrs::of(&call);
     let r = std::thread::scope(|s| {
         let traffic = s.spawn(|| live::run(&lab, std::slice::from_ref(&call), &AtomicBool::new(false)).unwrap());
         wait_verdict(&ctl, Duration::from_secs(6));
@@ -142,7 +140,7 @@ fn commands_read_and_change_the_running_controller() {
     let mut ctl = lab.start_controller(&binary(), &["--mode", "monitor"]).unwrap();
     ctl.wait_attached(Duration::from_secs(20)).unwrap();
     let game = pattern::game(64, 9);
-    let (client, server) = live::flow_addrs(&lab, &game);
+    let (client, server) = addrs::of(&game);
     let (c, s) = (client.to_string(), server.to_string());
     std::thread::scope(|sc| {
         let traffic = sc.spawn(|| live::run(&lab, std::slice::from_ref(&game), &AtomicBool::new(false)).unwrap());
@@ -223,7 +221,7 @@ fn metrics_and_pseudonymised_call_records() {
     live::run(&lab, std::slice::from_ref(&call), &AtomicBool::new(false)).unwrap();
     let scrape = std::thread::scope(|s| {
         s.spawn(|| {
-            voipdetect::lab::netns::enter(lab.gateway.name()).unwrap();
+            voipdetect_lab::netns::enter(lab.gateway.name()).unwrap();
             use std::io::{Read, Write};
             let mut c = std::net::TcpStream::connect("127.0.0.1:19464").unwrap();
             c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -291,7 +289,7 @@ fn call_under_flood(flood: u32) -> (f64, u64, serde_json::Value, f64, u32) {
             }
             while sent < FLOOD_CAP && (sent < flood || status(&lab)["counters"]["new_flow"].as_u64().unwrap() < FLOOD_FLOWS) {
                 let n = FLOOD_CHUNK.min(FLOOD_CAP - sent);
-                took += voipdetect::bench::live_frames(lab.client.name(), &lab.client_if, "bench_flood", &frame, n).unwrap();
+                took += voipdetect_lab::bench::live_frames(lab.client.name(), &lab.client_if, "bench_flood", &frame, n).unwrap();
                 sent += n;
             }
             (f64::from(sent) / took.as_secs_f64(), sent)

@@ -10,10 +10,9 @@ use voipdetect::{
     capture::{Link, for_each_record, parse_frame},
     datapath::{Datapath, LoadOptions},
     engine::Engine,
-    synth,
-    traffic::pattern,
 };
 use voipdetect_common::{FlowCounters, FlowKey};
+use voipdetect_traffic::{pattern, synth};
 
 /// The clock-independent part of a flow entry.
 fn clockless(c: &FlowCounters) -> FlowCounters {

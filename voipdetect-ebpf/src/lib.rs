@@ -1,5 +1,6 @@
-//! Pieces shared by the XDP programs of this crate: the production program
-//! (`voipdetect` binary target) and the benchmark programs (`bench-progs`).
+//! Pieces shared by the production XDP program (the `voipdetect` binary
+//! target) and the benchmarks' reference programs (`voipdetect-bench-ebpf`,
+//! a crate of its own so the product build makes exactly one object).
 #![no_std]
 
 pub mod frame;

@@ -229,7 +229,8 @@ mod tests {
     }
 
     fn ipv4_udp() -> Vec<u8> {
-        let f = crate::frames::FrameSpec::udp("10.0.0.1:5004".parse().unwrap(), "10.0.0.2:6000".parse().unwrap()).build(&[1; 20]);
+        let f =
+            voipdetect_traffic::frames::FrameSpec::udp("10.0.0.1:5004".parse().unwrap(), "10.0.0.2:6000".parse().unwrap()).build(&[1; 20]);
         f[14..].to_vec()
     }
 

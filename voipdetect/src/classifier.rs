@@ -22,7 +22,7 @@
 
 use voipdetect_common::flow::PROTO_TCP;
 
-use crate::window::DirWindow;
+use crate::{key::proto_name, window::DirWindow};
 
 /// Every number the classifier decides by.
 #[derive(Clone, Debug, PartialEq)]
@@ -321,10 +321,6 @@ fn unit(proto: u8) -> &'static str {
     if proto == PROTO_TCP { "seg/s" } else { "pps" }
 }
 
-fn proto_name(proto: u8) -> &'static str {
-    if proto == PROTO_TCP { "tcp" } else { "udp" }
-}
-
 /// "50 pps each way" when the two are within 10 %, else "50/33 pps".
 fn pair(a: f64, b: f64, suffix: &str, each_way: bool) -> String {
     let close = (a - b).abs() <= 0.1 * a.max(b);
@@ -380,11 +376,10 @@ mod tests {
 
     use voipdetect_common::{FlowCounters, FlowKey, features::update, hints::Hint, parse::Packet};
 
+    use voipdetect_traffic::{Transport, pattern};
+
     use super::*;
-    use crate::{
-        testutil::verdict_times,
-        traffic::{Transport, pattern},
-    };
+    use crate::testutil::verdict_times;
 
     /// A window of one direction: `n` packets of `size` bytes, `gap_ms` apart.
     fn stream(n: u32, gap_ms: f64, size: impl Fn(u32) -> u32) -> DirWindow {

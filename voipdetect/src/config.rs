@@ -1,22 +1,31 @@
-//! Settings of `voipdetect run`: built-in defaults, then a TOML file
-//! (`--config`), then command-line flags. Every value is checked before
-//! anything is loaded or attached; a bad one is a one-line error naming its
-//! key.
+//! Settings of `voipdetect run` and `replay`, merged in one place: built-in
+//! defaults, then a TOML file (`--config`), then the environment, then
+//! command-line flags ([`RunFlags`], [`DetectFlags`]). Every value is
+//! checked before anything is loaded or attached; a bad one is a one-line
+//! error naming its key.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
+use voipdetect_common::maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES};
 
 use crate::{
     classifier::Thresholds,
-    controller::{self, Mode, NS_PER_SEC},
-    datapath::LoadOptions,
+    clock::{NS_PER_SEC, ns},
+    controller::{self, DEFAULT_POLL_NS},
+    datapath::pins::DEFAULT_PIN_DIR,
+    event::Mode,
+    policy::Allowlist,
 };
 
-/// Where pinned maps and links live unless told otherwise.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/voipdetect";
+/// The environment variable that holds the pseudonym key.
+pub const PSEUDONYM_KEY_ENV: &str = "VOIPDETECT_PSEUDONYM_KEY";
 
 /// Everything `run` needs, resolved.
 #[derive(Clone, Debug)]
@@ -52,17 +61,16 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let c = controller::Config::default();
-        let l = LoadOptions::default();
         Self {
             interfaces: Vec::new(),
             mode: Mode::Monitor,
-            poll_interval: Duration::from_millis(250),
+            poll_interval: Duration::from_nanos(DEFAULT_POLL_NS),
             window: Duration::from_nanos(c.window_ns),
             ttl: Duration::from_nanos(c.ttl_ns),
             idle_timeout: Duration::from_nanos(c.idle_ns),
             block_one_way: false,
-            flow_entries: l.flow_entries,
-            block_entries: l.block_entries,
+            flow_entries: DEFAULT_FLOW_ENTRIES,
+            block_entries: DEFAULT_BLOCK_ENTRIES,
             thresholds: Thresholds::default(),
             allowlist: Allowlist::default(),
             json: false,
@@ -78,26 +86,89 @@ impl Default for Settings {
     }
 }
 
-/// Flows never blocked: any endpoint inside one of `cidrs`, or using one of `ports`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Allowlist {
-    pub cidrs: Vec<IpNet>,
-    pub ports: Vec<u16>,
+/// Detection settings the live and the offline driver share.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DetectFlags {
+    /// How often the flow map is read (replay: on the capture's clock) [default: 250ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// Classification window [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub window: Option<Duration>,
+    /// How long a verdict (and a block) lasts after the call's last packet [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Forget conversations idle this long [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
 }
 
-impl Allowlist {
-    pub fn is_empty(&self) -> bool {
-        self.cidrs.is_empty() && self.ports.is_empty()
-    }
+/// The flags of `voipdetect run`; each overrides the configuration file.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunFlags {
+    /// TOML configuration; flags given here override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Interface to attach to; repeat for each side of a gateway.
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// monitor: report calls; block: also drop them [default: monitor].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    #[command(flatten)]
+    pub detect: DetectFlags,
+    /// Also block media flowing one way only (music on hold, broadcast legs).
+    #[arg(long)]
+    pub block_one_way: bool,
+    /// Capacity of the kernel flow table (direction-flows).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub flow_entries: Option<u32>,
+    /// Capacity of the kernel blocklist.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub block_entries: Option<u32>,
+    /// One JSON object per event instead of text lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Write events to this file (appended) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Write one record per call, when it ends or is released, to this file (appended).
+    #[arg(long, value_name = "FILE")]
+    pub call_records: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Replace addresses in events and records by a keyed hash (key: outputs.pseudonym_key or $VOIPDETECT_PSEUDONYM_KEY).
+    #[arg(long)]
+    pub pseudonymize_ips: bool,
+    /// Pin maps and links here, and take over what an earlier run left there.
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Pin nothing: the program lives and dies with this process.
+    #[arg(long, conflicts_with = "pin_dir")]
+    pub no_pin: bool,
+    /// On exit leave the program attached with its pinned maps (for a restart); default: detach and unpin.
+    #[arg(long)]
+    pub keep_attached: bool,
+    /// Stop after this long instead of waiting for a signal.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
 
-    /// Whether the conversation of `key` is exempt.
-    pub fn covers(&self, key: &voipdetect_common::FlowKey) -> bool {
-        let ports = [key.sport, key.dport];
-        if ports.iter().any(|p| self.ports.contains(p)) {
-            return true;
+impl DetectFlags {
+    fn apply(&self, s: &mut Settings) {
+        if let Some(v) = self.poll_interval {
+            s.poll_interval = v;
         }
-        let addrs = [crate::report::addr(key, true), crate::report::addr(key, false)];
-        addrs.iter().any(|a| self.cidrs.iter().any(|n| n.contains(a)))
+        if let Some(v) = self.window {
+            s.window = v;
+        }
+        if let Some(v) = self.ttl {
+            s.ttl = v;
+        }
+        if let Some(v) = self.idle_timeout {
+            s.idle_timeout = v;
+        }
     }
 }
 
@@ -179,8 +250,66 @@ fn key_err(key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
 }
 
 impl Settings {
+    /// `run`'s settings: the defaults, the file `flags.config` names, the
+    /// pseudonym key from the environment (`env_key`, the value of
+    /// [`PSEUDONYM_KEY_ENV`]), then the flags, each over the one before.
+    pub fn resolve(flags: RunFlags, env_key: Option<String>) -> anyhow::Result<Self> {
+        let mut s = match &flags.config {
+            Some(p) => Settings::from_file(p)?,
+            None => Settings::default(),
+        };
+        if !flags.ifaces.is_empty() {
+            s.interfaces = flags.ifaces;
+        }
+        if let Some(m) = flags.mode {
+            s.mode = m;
+        }
+        flags.detect.apply(&mut s);
+        s.block_one_way |= flags.block_one_way;
+        if let Some(v) = flags.flow_entries {
+            s.flow_entries = v;
+        }
+        if let Some(v) = flags.block_entries {
+            s.block_entries = v;
+        }
+        s.json |= flags.json;
+        if flags.events.is_some() {
+            s.events = flags.events;
+        }
+        if flags.call_records.is_some() {
+            s.call_records = flags.call_records;
+        }
+        if flags.metrics.is_some() {
+            s.metrics = flags.metrics;
+        }
+        s.pseudonymize_ips |= flags.pseudonymize_ips;
+        if let Some(k) = env_key {
+            s.pseudonym_key = Some(k);
+        }
+        if flags.no_pin {
+            s.pin_dir = None;
+        } else if flags.pin_dir.is_some() {
+            s.pin_dir = flags.pin_dir;
+        }
+        s.keep_attached |= flags.keep_attached;
+        if s.keep_attached && s.pin_dir.is_none() {
+            bail!("--keep-attached needs pinning (drop --no-pin)");
+        }
+        if flags.duration.is_some() {
+            s.duration = flags.duration;
+        }
+        Ok(s)
+    }
+
+    /// `replay`'s settings: the defaults and the detection flags.
+    pub fn for_replay(detect: &DetectFlags) -> Self {
+        let mut s = Settings::default();
+        detect.apply(&mut s);
+        s
+    }
+
     /// Reads a TOML file over the defaults.
-    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
         let de = toml::Deserializer::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
         let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -203,11 +332,7 @@ impl Settings {
             self.interfaces = v;
         }
         if let Some(m) = f.mode {
-            self.mode = match m.as_str() {
-                "monitor" => Mode::Monitor,
-                "block" => Mode::Block,
-                other => return Err(key_err("mode", format!("{other:?} is not one of monitor, block"))),
-            };
+            self.mode = m.parse().map_err(|e| key_err("mode", e))?;
         }
         dur("poll_interval", f.poll_interval, &mut self.poll_interval)?;
         dur("window", f.window, &mut self.window)?;
@@ -333,7 +458,6 @@ impl Settings {
     }
 
     pub fn controller(&self) -> controller::Config {
-        let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         controller::Config {
             mode: self.mode,
             window_ns: ns(self.window),
@@ -416,17 +540,55 @@ mod tests {
         }
     }
 
+    fn file(text: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("vd-config-flags-{}-{n}.toml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
     #[test]
-    fn allowlist_matches_addresses_and_ports() {
-        let a = Allowlist { cidrs: vec!["192.0.2.0/24".parse().unwrap()], ports: vec![5060] };
-        let mut k = voipdetect_common::FlowKey { family: 4, proto: 17, sport: 40000, dport: 5004, ..Default::default() };
-        k.src[..4].copy_from_slice(&[198, 51, 100, 2]);
-        k.dst[..4].copy_from_slice(&[203, 0, 113, 9]);
-        assert!(!a.covers(&k));
-        k.dst[..4].copy_from_slice(&[192, 0, 2, 77]);
-        assert!(a.covers(&k));
-        k.dst[..4].copy_from_slice(&[203, 0, 113, 9]);
-        k.dport = 5060;
-        assert!(a.covers(&k));
+    fn flags_override_the_environment_which_overrides_the_file() {
+        let path = file(
+            r#"
+            interfaces = ["eth1"]
+            mode = "block"
+            ttl = "2m"
+            poll_interval = "100ms"
+            [outputs]
+            pseudonym_key = "from-file"
+            "#,
+        );
+        // The file alone.
+        let s = Settings::resolve(RunFlags { config: Some(path.clone()), ..Default::default() }, None).unwrap();
+        assert_eq!((s.mode, s.ttl, s.poll_interval), (Mode::Block, Duration::from_secs(120), Duration::from_millis(100)));
+        assert_eq!(s.pseudonym_key.as_deref(), Some("from-file"));
+        assert_eq!(s.pin_dir.as_deref(), Some(Path::new(DEFAULT_PIN_DIR)));
+        // The environment over the file, the flags over both.
+        let flags = RunFlags {
+            config: Some(path.clone()),
+            ifaces: vec!["eth2".into(), "eth3".into()],
+            mode: Some(Mode::Monitor),
+            detect: DetectFlags { ttl: Some(Duration::from_secs(5)), ..Default::default() },
+            no_pin: true,
+            ..Default::default()
+        };
+        let s = Settings::resolve(flags, Some("from-env".into())).unwrap();
+        assert_eq!(s.interfaces, ["eth2", "eth3"]);
+        assert_eq!((s.mode, s.ttl, s.poll_interval), (Mode::Monitor, Duration::from_secs(5), Duration::from_millis(100)));
+        assert_eq!(s.pseudonym_key.as_deref(), Some("from-env"));
+        assert_eq!(s.pin_dir, None);
+        // Keeping the program needs its pins.
+        let flags = RunFlags { config: Some(path.clone()), no_pin: true, keep_attached: true, ..Default::default() };
+        assert!(Settings::resolve(flags, None).unwrap_err().to_string().contains("--keep-attached"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn replay_takes_the_defaults_and_its_detection_flags() {
+        let s = Settings::for_replay(&DetectFlags { window: Some(Duration::from_secs(2)), ..Default::default() });
+        assert_eq!((s.window, s.poll_interval), (Duration::from_secs(2), Duration::from_nanos(DEFAULT_POLL_NS)));
+        assert_eq!(s.controller().window_ns, 2 * NS_PER_SEC);
     }
 }

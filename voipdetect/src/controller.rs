@@ -11,18 +11,16 @@ use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
 use crate::{
     classifier::{Classifier, Finding, Hints, Thresholds, WindowJudgement},
-    window::{DirWindow, Snap},
+    clock::{NS_PER_SEC, secs},
+    event::{Action, Command, Event, EventKind, Label, Mode, PollOutput},
+    key::conv_name,
+    policy::Allowlist,
+    window::{DirWindow, Snap, describe},
 };
 
-pub const NS_PER_SEC: u64 = 1_000_000_000;
-
-/// Report only, or also block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    #[default]
-    Monitor,
-    Block,
-}
+/// The poll cadence the windows and thresholds are tuned for; the live
+/// driver's default and the replay's clock step.
+pub const DEFAULT_POLL_NS: u64 = NS_PER_SEC / 4;
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -38,7 +36,7 @@ pub struct Config {
     pub block_one_way: bool,
     pub thresholds: Thresholds,
     /// Conversations never blocked (reported only).
-    pub allowlist: crate::config::Allowlist,
+    pub allowlist: Allowlist,
 }
 
 impl Default for Config {
@@ -50,82 +48,9 @@ impl Default for Config {
             idle_ns: 30 * NS_PER_SEC,
             block_one_way: false,
             thresholds: Thresholds::default(),
-            allowlist: Default::default(),
+            allowlist: Allowlist::default(),
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Verdict,
-    Release,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Blocked,
-    Reported,
-}
-
-/// What the controller called a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Label {
-    /// A two-way call.
-    Voip,
-    /// Real-time media flowing one way.
-    Media,
-}
-
-/// A verdict or its release.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub at_ns: u64,
-    /// The conversation, as sent by its initiator (first packet seen).
-    pub key: FlowKey,
-    /// Interface the initiator's packets arrive on (0 in replay).
-    pub ifindex: u32,
-    pub label: Label,
-    pub action: Action,
-    pub reason: String,
-    /// Payload packets per second, both directions together.
-    pub pps: f64,
-    /// Mean payload size over both directions.
-    pub mean_size: f64,
-    /// Seconds from the conversation's first packet to this event.
-    pub duration_s: f64,
-    /// Conversation's first packet.
-    pub first_seen_ns: u64,
-    /// Latest packet of either direction.
-    pub last_seen_ns: u64,
-    /// Packets (all kinds, dropped included) and payload bytes, initiator's
-    /// direction first.
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
-}
-
-/// A change the driver applies to the kernel maps.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Command {
-    /// List both directions until `entry.expires_ns`. A `refresh` extends
-    /// a block this controller wrote before: if an operator has lifted it
-    /// meanwhile (`voipdetect unblock`), the driver calls
-    /// [`Controller::lift`] instead of listing the flow again.
-    Block { keys: [FlowKey; 2], entry: BlockEntry, refresh: bool },
-    /// Take both directions off the blocklist.
-    Unblock { keys: [FlowKey; 2] },
-    /// Forget idle flows.
-    Forget { keys: [FlowKey; 2] },
-}
-
-/// Events and commands produced by one poll.
-#[derive(Debug, Default)]
-pub struct PollOutput {
-    pub events: Vec<Event>,
-    pub commands: Vec<Command>,
 }
 
 /// What the controller keeps about one direction between polls.
@@ -313,7 +238,7 @@ impl Controller {
             let windows = conv.dirs.each_ref().map(|d| {
                 d.as_ref().map(|d| {
                     let from = conv.win_start_ns.max(d.first_seen_ns);
-                    let span = now_ns.saturating_sub(from) as f64 / NS_PER_SEC as f64;
+                    let span = secs(now_ns.saturating_sub(from));
                     let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt);
                     w.rtp_ok += d.prev_rtp_ok;
                     w
@@ -326,14 +251,13 @@ impl Controller {
                 conv.hints.add(d);
             }
             if log::log_enabled!(log::Level::Debug) && (window_done || dirs.iter().flatten().any(|d| d.rtp_ok > 0)) {
-                log::debug!("{} {}", crate::report::conv_name(canonical), crate::window::describe(dirs));
+                log::debug!("{} {}", conv_name(canonical), describe(dirs));
             }
             // One-way media is re-examined: the other side may start talking.
             let undecided = conv.verdict.as_ref().is_none_or(|v| v.label == Label::Media);
             let mut finding = if undecided { classifier.early(proto, dirs, conv.hints) } else { None };
             // One-way media needs a settled stream (see the thresholds).
             let t = &cfg.thresholds;
-            let secs = |ns: u64| ns as f64 / NS_PER_SEC as f64;
             let settled = secs(now_ns.saturating_sub(conv.first_seen())) >= t.one_way_settle_s
                 || secs(now_ns.saturating_sub(last_activity)) >= t.one_way_ended_s;
             if !settled && matches!(finding, Some(Finding::OneWay { .. })) {
@@ -498,7 +422,7 @@ fn event(kind: EventKind, at_ns: u64, canonical: &FlowKey, conv: &Conv, v: &Acti
         reason: v.reason.clone(),
         pps: v.pps,
         mean_size: v.mean_size,
-        duration_s: end_ns.saturating_sub(first_seen_ns) as f64 / NS_PER_SEC as f64,
+        duration_s: secs(end_ns.saturating_sub(first_seen_ns)),
         first_seen_ns,
         last_seen_ns: conv.last_activity(),
         packets: [a.0, b.0],

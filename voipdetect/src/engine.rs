@@ -13,7 +13,10 @@ use voipdetect_common::{
     parse::{Bytes, Packet},
 };
 
-use crate::controller::{Command, Config, Controller, Event, EventKind, Label};
+use crate::{
+    controller::{Config, Controller},
+    event::{Command, Event, EventKind, Label},
+};
 
 /// What a replay reports about one conversation.
 #[derive(Clone, Debug, PartialEq)]
@@ -210,10 +213,12 @@ impl Engine {
 mod tests {
     //! The generator's catalogue through the offline driver: every call
     //! variant is caught, every look-alike left alone.
+    use voipdetect_traffic::{Flow, pattern};
+
     use crate::{
-        controller::{Config, EventKind, Label},
+        controller::Config,
+        event::{Action, EventKind, Label, Mode},
         testutil::{T0, events},
-        traffic::{Flow, pattern},
     };
 
     const SECS: u64 = 8;
@@ -270,16 +275,15 @@ mod tests {
     #[test]
     fn one_way_media_is_reported_with_its_direction_and_not_blocked() {
         let f = pattern::one_way_media(SECS);
-        let e = events(std::slice::from_ref(&f), Config { mode: crate::controller::Mode::Block, ..Default::default() });
+        let e = events(std::slice::from_ref(&f), Config { mode: Mode::Block, ..Default::default() });
         let v = e.iter().find(|e| e.kind == EventKind::Verdict).expect("a verdict");
         assert_eq!(v.label, Label::Media);
-        assert_eq!(v.action, crate::controller::Action::Reported);
+        assert_eq!(v.action, Action::Reported);
         // The server sends: it is the source of the reported direction.
         assert_eq!(v.key.sport, f.server_port);
         assert!(v.reason.contains("one way"), "{}", v.reason);
-        let e =
-            events(std::slice::from_ref(&f), Config { mode: crate::controller::Mode::Block, block_one_way: true, ..Default::default() });
-        assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == crate::controller::Action::Blocked));
+        let e = events(std::slice::from_ref(&f), Config { mode: Mode::Block, block_one_way: true, ..Default::default() });
+        assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == Action::Blocked));
     }
 }
 
@@ -290,12 +294,10 @@ mod order {
 
     use voipdetect_common::{hints::inspect, parse::parse_ethernet};
 
+    use voipdetect_traffic::{pattern, synth};
+
     use super::*;
-    use crate::{
-        synth,
-        testutil::{POLL, T0},
-        traffic::pattern,
-    };
+    use crate::testutil::{POLL, T0};
 
     /// Verdict times and reasons when every poll lists the flows in
     /// ascending or descending key order.
@@ -346,7 +348,7 @@ mod regressions {
     #[test]
     fn timestamps_near_the_end_of_time() {
         let bytes = include_bytes!("../../fuzz/corpus/replay_reader/seed-regression-clock-overflow");
-        let r = crate::replay::replay_bytes(bytes, crate::controller::Config::default(), 250_000_000);
+        let r = crate::replay::replay_bytes(bytes, crate::controller::Config::default(), crate::controller::DEFAULT_POLL_NS);
         let _ = r.engine.summaries();
     }
 }

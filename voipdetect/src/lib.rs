@@ -1,26 +1,59 @@
 //! voipdetect's controller library: the loader, the classifier and the
-//! drivers shared by the binary, the tests and the benchmarks.
-pub mod batch;
-pub mod bench;
+//! drivers, shared by the binary (`main.rs`), the root-only test tiers and
+//! the lab's benchmarks. The traffic generator and the lab live in crates
+//! of their own (`voipdetect-traffic`, `voipdetect-lab`) and are not linked
+//! into the shipped binary.
+//!
+//! Module map, dependencies pointing one way (`cargo xtask modules` checks
+//! there is no cycle):
+//!
+//! ```text
+//!  vocabulary   clock  key  event  policy
+//!  detection    window → classifier → controller → engine → replay (capture, plot)
+//!  kernel       datapath {pins, host, batch, maps, testrun*} → ops, metrics
+//!  drivers      config, state, report → outputs, run      (main.rs dispatches)
+//! ```
+//!
+//! - [`clock`]: CLOCK_MONOTONIC, wall clock, RFC 3339.
+//! - [`key`]: flow keys as text (endpoints, protocol names, "udp A:P B:Q").
+//! - [`event`]: the controller's vocabulary: modes, events, commands.
+//! - [`policy`]: what may be blocked (the allowlist).
+//! - `window`, [`classifier`]: one direction's window; is it a call?
+//! - [`controller`]: conversations, windows, verdicts and their lifetimes.
+//! - [`engine`], [`replay`], [`capture`], [`plot`]: the offline driver.
+//! - [`datapath`]: load, attach, detach; maps; host facts; pins.
+//! - [`config`], [`state`], [`ops`], [`run`]: settings, the state file,
+//!   the operator commands, the live driver; `report`, `outputs`,
+//!   `metrics`: where events go.
+//!
+//! `*` behind the `test-run` feature, for tests and benchmarks only.
+
 pub mod capture;
 pub mod classifier;
+pub mod clock;
 pub mod config;
 pub mod controller;
-pub mod corpus;
 pub mod datapath;
-pub mod demo;
 pub mod engine;
-pub mod frames;
-pub mod lab;
-pub mod metrics;
+pub mod event;
+pub mod key;
+mod metrics;
 pub mod ops;
-pub mod outputs;
+mod outputs;
 pub mod plot;
+pub mod policy;
 pub mod replay;
-pub mod report;
+mod report;
 pub mod run;
-pub mod synth;
+pub mod state;
 #[cfg(test)]
 mod testutil;
-pub mod traffic;
-pub mod window;
+mod window;
+
+pub use classifier::Thresholds;
+pub use config::Settings;
+pub use controller::{Config, Controller};
+pub use datapath::{Datapath, LoadOptions, Maps, Stats};
+pub use engine::Engine;
+pub use event::{Action, Command, Event, EventKind, Label, Mode, PollOutput};
+pub use policy::Allowlist;

@@ -4,9 +4,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use voipdetect::{
-    config::{DEFAULT_PIN_DIR, Settings, parse_duration},
-    controller::Mode,
-    ops,
+    config::{DetectFlags, PSEUDONYM_KEY_ENV, RunFlags, Settings, parse_duration},
+    datapath::pins::DEFAULT_PIN_DIR,
+    key, ops,
 };
 
 #[derive(Parser)]
@@ -22,14 +22,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Attach to interfaces and detect (and optionally block) calls until SIGINT/SIGTERM.
-    Run(Box<RunArgs>),
+    Run(Box<RunFlags>),
     /// Run captures (pcap, pcapng) through the same detection, one JSON line per conversation.
     Replay {
         /// Capture files.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        detect: DetectArgs,
+        detect: DetectFlags,
         /// Also draw packets per second of the busiest conversations, verdicts marked, as SVG.
         #[arg(long, value_name = "OUT.svg")]
         plot: Option<PathBuf>,
@@ -68,21 +68,6 @@ enum Cmd {
         #[command(flatten)]
         pins: PinArgs,
     },
-    /// Write the traffic generator's catalogue of calls and look-alikes as labelled captures.
-    Corpus {
-        /// Directory for the captures, labels.tsv and split.tsv.
-        #[arg(long)]
-        out: PathBuf,
-        /// Length of each flow.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=600))]
-        seconds: u64,
-    },
-    /// Build the lab network in namespaces, run calls and look-alikes through a blocking gateway, report, clean up.
-    Demo {
-        /// How long the flows run.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=300))]
-        seconds: u64,
-    },
 }
 
 /// A conversation named on the command line, and where its controller pins.
@@ -102,7 +87,7 @@ struct FlowArgs {
 
 impl FlowArgs {
     fn key(&self) -> anyhow::Result<voipdetect_common::FlowKey> {
-        ops::parse_flow(&self.proto, &self.src, &self.dst)
+        key::parse_flow(&self.proto, &self.src, &self.dst)
     }
 }
 
@@ -111,141 +96,6 @@ struct PinArgs {
     /// Where the controller pinned its maps and links.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
-}
-
-/// Detection settings the live and the offline driver share.
-#[derive(clap::Args)]
-struct DetectArgs {
-    /// How often the flow map is read (replay: on the capture's clock) [default: 250ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    poll_interval: Option<Duration>,
-    /// Classification window [default: 1s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    window: Option<Duration>,
-    /// How long a verdict (and a block) lasts after the call's last packet [default: 60s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    ttl: Option<Duration>,
-    /// Forget conversations idle this long [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    idle_timeout: Option<Duration>,
-}
-
-impl DetectArgs {
-    fn apply(&self, s: &mut Settings) {
-        if let Some(v) = self.poll_interval {
-            s.poll_interval = v;
-        }
-        if let Some(v) = self.window {
-            s.window = v;
-        }
-        if let Some(v) = self.ttl {
-            s.ttl = v;
-        }
-        if let Some(v) = self.idle_timeout {
-            s.idle_timeout = v;
-        }
-    }
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    /// TOML configuration; flags given here override it.
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Interface to attach to; repeat for each side of a gateway.
-    #[arg(long = "iface", value_name = "IF")]
-    ifaces: Vec<String>,
-    /// monitor: report calls; block: also drop them [default: monitor].
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
-    #[command(flatten)]
-    detect: DetectArgs,
-    /// Also block media flowing one way only (music on hold, broadcast legs).
-    #[arg(long)]
-    block_one_way: bool,
-    /// Capacity of the kernel flow table (direction-flows).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    flow_entries: Option<u32>,
-    /// Capacity of the kernel blocklist.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    block_entries: Option<u32>,
-    /// One JSON object per event instead of text lines.
-    #[arg(long)]
-    json: bool,
-    /// Write events to this file (appended) instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
-    /// Write one record per call, when it ends or is released, to this file (appended).
-    #[arg(long, value_name = "FILE")]
-    call_records: Option<PathBuf>,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<std::net::SocketAddr>,
-    /// Replace addresses in events and records by a keyed hash (key: outputs.pseudonym_key or $VOIPDETECT_PSEUDONYM_KEY).
-    #[arg(long)]
-    pseudonymize_ips: bool,
-    /// Pin maps and links here, and take over what an earlier run left there.
-    #[arg(long, value_name = "DIR")]
-    pin_dir: Option<PathBuf>,
-    /// Pin nothing: the program lives and dies with this process.
-    #[arg(long, conflicts_with = "pin_dir")]
-    no_pin: bool,
-    /// On exit leave the program attached with its pinned maps (for a restart); default: detach and unpin.
-    #[arg(long)]
-    keep_attached: bool,
-    /// Stop after this long instead of waiting for a signal.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    duration: Option<Duration>,
-}
-
-impl RunArgs {
-    fn settings(self) -> anyhow::Result<Settings> {
-        let mut s = match &self.config {
-            Some(p) => Settings::from_file(p)?,
-            None => Settings::default(),
-        };
-        if !self.ifaces.is_empty() {
-            s.interfaces = self.ifaces;
-        }
-        if let Some(m) = self.mode {
-            s.mode = m;
-        }
-        self.detect.apply(&mut s);
-        s.block_one_way |= self.block_one_way;
-        if let Some(v) = self.flow_entries {
-            s.flow_entries = v;
-        }
-        if let Some(v) = self.block_entries {
-            s.block_entries = v;
-        }
-        s.json |= self.json;
-        if self.events.is_some() {
-            s.events = self.events;
-        }
-        if self.call_records.is_some() {
-            s.call_records = self.call_records;
-        }
-        if self.metrics.is_some() {
-            s.metrics = self.metrics;
-        }
-        s.pseudonymize_ips |= self.pseudonymize_ips;
-        if let Ok(k) = std::env::var("VOIPDETECT_PSEUDONYM_KEY") {
-            s.pseudonym_key = Some(k);
-        }
-        if self.no_pin {
-            s.pin_dir = None;
-        } else if self.pin_dir.is_some() {
-            s.pin_dir = self.pin_dir;
-        }
-        s.keep_attached |= self.keep_attached;
-        if s.keep_attached && s.pin_dir.is_none() {
-            anyhow::bail!("--keep-attached needs pinning (drop --no-pin)");
-        }
-        if self.duration.is_some() {
-            s.duration = self.duration;
-        }
-        Ok(s)
-    }
 }
 
 fn main() -> ExitCode {
@@ -272,20 +122,15 @@ fn main() -> ExitCode {
     env_logger::Builder::new().parse_filters(&format!("warn,voipdetect={0},aya_log={0}", cli.log_level)).format_target(false).init();
     let debug = cli.log_level == "debug" || cli.log_level == "trace";
     let result = match cli.cmd {
-        Cmd::Run(a) => a.settings().and_then(|s| tokio_main(voipdetect::run::run(s, debug))),
+        Cmd::Run(flags) => {
+            Settings::resolve(*flags, std::env::var(PSEUDONYM_KEY_ENV).ok()).and_then(|s| tokio_main(voipdetect::run::run(s, debug)))
+        }
         Cmd::Replay { files, detect, plot } => replay(&files, &detect, plot.as_deref()),
         Cmd::Flows { pins, interval, json } => ops::flows(&pins.pin_dir, interval, json),
         Cmd::Block { flow, ttl } => flow.key().and_then(|k| ops::block(&flow.pins.pin_dir, k, ttl)),
         Cmd::Unblock { flow } => flow.key().and_then(|k| ops::unblock(&flow.pins.pin_dir, k)),
         Cmd::Status { pins, json } => ops::status(&pins.pin_dir, json),
         Cmd::Detach { pins } => ops::detach(&pins.pin_dir),
-        Cmd::Corpus { out, seconds } => voipdetect::corpus::write(&out, seconds).map(|n| {
-            println!("{n} captures, labels.tsv and split.tsv written to {}", out.display());
-        }),
-        Cmd::Demo { seconds } => std::env::current_exe()
-            .map_err(anyhow::Error::from)
-            .and_then(|binary| voipdetect::demo::demo(&voipdetect::demo::DemoOptions { seconds, binary, run_args: vec![] }))
-            .map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -303,9 +148,8 @@ fn main() -> ExitCode {
 
 /// Replays every file; a file that cannot be read to its end is reported
 /// (with the offset) after the conversations before the failure.
-fn replay(files: &[PathBuf], detect: &DetectArgs, plot: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let mut s = Settings::default();
-    detect.apply(&mut s);
+fn replay(files: &[PathBuf], detect: &DetectFlags, plot: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let s = Settings::for_replay(detect);
     let cfg = s.controller();
     let poll = s.poll_interval.as_nanos() as u64;
     let mut out = std::io::stdout().lock();

@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use voipdetect_common::Stat;
 
 use crate::{
-    controller::{Action, Event, EventKind, Label},
     datapath::Stats,
+    event::{Action, Event, EventKind, Label},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

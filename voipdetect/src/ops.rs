@@ -3,70 +3,37 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::Context as _;
 use serde::Serialize;
-use voipdetect_common::{
-    BlockEntry, FlowCounters, FlowKey, Stat,
-    flow::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
-};
+use voipdetect_common::{BlockEntry, FlowCounters, FlowKey, Stat};
 
 use crate::{
-    datapath::Maps,
-    report::{endpoint, proto_name},
-    run::{RunState, monotonic_ns, state_path},
+    clock::{monotonic_ns, secs},
+    datapath::{
+        Maps, check_privileges,
+        pins::{link_pin_iface, pinned_links},
+    },
+    key::{conv_name, endpoint, proto_name},
+    state::{self, RunState},
 };
-
-/// Parses "udp 192.0.2.2:40004 198.51.100.2:5004" into the key of that
-/// direction.
-pub fn parse_flow(proto: &str, src: &str, dst: &str) -> anyhow::Result<FlowKey> {
-    let proto = match proto.to_ascii_lowercase().as_str() {
-        "udp" => PROTO_UDP,
-        "tcp" => PROTO_TCP,
-        other => bail!("protocol {other:?}: expected udp or tcp"),
-    };
-    let s: SocketAddr = src.parse().map_err(|e| anyhow!("source {src:?}: {e} (expected ip:port or [ipv6]:port)"))?;
-    let d: SocketAddr = dst.parse().map_err(|e| anyhow!("destination {dst:?}: {e} (expected ip:port or [ipv6]:port)"))?;
-    let mut k = FlowKey { proto, sport: s.port(), dport: d.port(), ..Default::default() };
-    match (s, d) {
-        (SocketAddr::V4(a), SocketAddr::V4(b)) => {
-            k.family = FAMILY_V4;
-            k.src[..4].copy_from_slice(&a.ip().octets());
-            k.dst[..4].copy_from_slice(&b.ip().octets());
-        }
-        (SocketAddr::V6(a), SocketAddr::V6(b)) => {
-            k.family = FAMILY_V6;
-            k.src = a.ip().octets();
-            k.dst = b.ip().octets();
-        }
-        _ => bail!("source and destination must be of the same address family"),
-    }
-    Ok(k)
-}
 
 /// Lists both directions of a conversation until `ttl` from now.
 pub fn block(pin_dir: &Path, key: FlowKey, ttl: Duration) -> anyhow::Result<()> {
     let mut maps = Maps::open_pinned(pin_dir)?;
     let now = monotonic_ns();
     maps.block(&[key, key.reversed()], BlockEntry { expires_ns: now + ttl.as_nanos() as u64, since_ns: now })?;
-    println!(
-        "blocked {} {} <-> {} for {}",
-        proto_name(key.proto),
-        endpoint(&key, true),
-        endpoint(&key, false),
-        humantime::format_duration(ttl)
-    );
+    println!("blocked {} for {}", conv_name(&key), humantime::format_duration(ttl));
     Ok(())
 }
 
 pub fn unblock(pin_dir: &Path, key: FlowKey) -> anyhow::Result<()> {
     let mut maps = Maps::open_pinned(pin_dir)?;
     maps.unblock(&[key, key.reversed()])?;
-    println!("unblocked {} {} <-> {}", proto_name(key.proto), endpoint(&key, true), endpoint(&key, false));
+    println!("unblocked {}", conv_name(&key));
     Ok(())
 }
 
@@ -102,7 +69,6 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
         let before = first.get(k).filter(|b| b.first_seen_ns == c.first_seen_ns);
         let dp = c.packets.wrapping_sub(before.map_or(c.packets, |b| b.packets));
         let db = c.bytes.wrapping_sub(before.map_or(c.bytes, |b| b.bytes));
-        let secs = |ns: u64| ns as f64 / 1e9;
         rows.push(FlowRow {
             proto: proto_name(k.proto),
             src: endpoint(k, true),
@@ -148,17 +114,13 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
 /// The running controller, its interfaces and the kernel's counters.
 pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
-    let state: Option<RunState> = std::fs::read_to_string(state_path(pin_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let links: Vec<String> = std::fs::read_dir(pin_dir)
-        .with_context(|| format!("reading {}", pin_dir.display()))?
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link-").map(str::to_owned))
-        .collect();
+    let state = RunState::read(pin_dir);
+    let links = pinned_links(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))?;
     let stats = maps.stats()?;
     let flows = maps.for_each_flow(|_, _| {})?;
     let now = monotonic_ns();
     let blocked = maps.blocklist()?.iter().filter(|(_, e)| e.expires_ns > now).count();
-    let running = state.as_ref().is_some_and(|s| Path::new(&format!("/proc/{}", s.pid)).exists());
+    let running = state.as_ref().is_some_and(RunState::running);
     if json {
         let counters: HashMap<&str, u64> = Stat::ALL.iter().map(|s| (s.name(), stats.get(*s))).collect();
         let v = serde_json::json!({
@@ -199,18 +161,18 @@ pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
 /// Removes what a controller left pinned (after `--keep-attached`, or a
 /// crash): detaches the program from every interface and drops the maps.
 pub fn detach(pin_dir: &Path) -> anyhow::Result<()> {
-    crate::datapath::check_privileges()?;
+    check_privileges()?;
     let entries: Vec<_> =
         std::fs::read_dir(pin_dir).with_context(|| format!("nothing pinned at {}", pin_dir.display()))?.filter_map(Result::ok).collect();
     for e in &entries {
         let name = e.file_name().to_string_lossy().into_owned();
         std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
-        if let Some(iface) = name.strip_prefix("link-") {
+        if let Some(iface) = link_pin_iface(&name) {
             println!("detached from {iface}");
         }
     }
     let _ = std::fs::remove_dir(pin_dir);
-    let _ = std::fs::remove_file(state_path(pin_dir));
+    state::remove(pin_dir);
     println!("removed {}", pin_dir.display());
     Ok(())
 }

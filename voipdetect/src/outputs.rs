@@ -13,8 +13,10 @@ use serde::Serialize;
 use voipdetect_common::FlowKey;
 
 use crate::{
-    controller::{Action, Event, EventKind, Label},
-    report::{EventRecord, addr, proto_name, rfc3339},
+    clock::rfc3339,
+    event::{Action, Event, EventKind, Label},
+    key::{addr, endpoint, port, proto_name},
+    report::EventRecord,
 };
 
 /// Replaces addresses by a keyed hash: the same address always gives the
@@ -38,9 +40,8 @@ impl Pseudonymizer {
             std::net::IpAddr::V6(a) => a.octets().to_vec(),
         };
         let h = blake3::keyed_hash(&self.key, &bytes);
-        let port = if src { key.sport } else { key.dport };
         let hex: String = h.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("ip-{hex}:{port}")
+        format!("ip-{hex}:{}", port(key, src))
     }
 }
 
@@ -93,7 +94,7 @@ impl Outputs {
     fn endpoints(&self, key: &FlowKey) -> (String, String) {
         match &self.pseudo {
             Some(p) => (p.endpoint(key, true), p.endpoint(key, false)),
-            None => (crate::report::endpoint(key, true), crate::report::endpoint(key, false)),
+            None => (endpoint(key, true), endpoint(key, false)),
         }
     }
 

@@ -9,10 +9,11 @@ use voipdetect_common::FlowKey;
 
 use crate::{
     capture::{ReadError, for_each_record, load, parse_frame},
-    controller::{Config, Label, NS_PER_SEC},
+    controller::Config,
     engine::{ConvSummary, Engine},
+    event::Label,
+    key::{conv_name, endpoint, proto_name},
     plot::Series,
-    report::{endpoint, proto_name},
 };
 
 /// One conversation, in the format `score.py` reads plus what an operator
@@ -35,6 +36,8 @@ pub struct ConvRecord {
     pub reason: Option<String>,
 }
 
+/// Seconds, to the microsecond: the precision captures carry, and no
+/// float noise beyond it in the JSON.
 fn secs(ns: u64) -> f64 {
     (ns / 1_000) as f64 / 1e6
 }
@@ -147,13 +150,7 @@ pub fn replay_file(
         .filter_map(|s| {
             let t = times.remove(&s.key.canonical())?;
             Some(Series {
-                label: format!(
-                    "{name}: {} {} ↔ {}{}",
-                    proto_name(s.key.proto),
-                    endpoint(&s.key, true),
-                    endpoint(&s.key, false),
-                    s.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
-                ),
+                label: format!("{name}: {}{}", conv_name(&s.key), s.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()),
                 times: t,
                 verdict_ns: s.detected_at_ns,
             })
@@ -161,6 +158,3 @@ pub fn replay_file(
         .collect();
     Ok((r.error, series))
 }
-
-/// Default replay cadence: the live controller's default poll interval.
-pub const DEFAULT_POLL_NS: u64 = NS_PER_SEC / 4;

@@ -1,57 +1,12 @@
 //! Turning controller events into lines: human-readable or JSON.
 
-use std::{
-    io::Write,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
-
 use serde::Serialize;
-use voipdetect_common::{
-    FlowKey,
-    flow::{FAMILY_V4, PROTO_TCP, PROTO_UDP},
+
+use crate::{
+    clock::rfc3339,
+    event::{Action, Event, EventKind, Label},
+    key::{endpoint, proto_name},
 };
-
-use crate::controller::{Action, Event, EventKind, Label};
-
-/// The source or destination address of a key.
-pub fn addr(key: &FlowKey, src: bool) -> IpAddr {
-    let a = if src { key.src } else { key.dst };
-    if key.family == FAMILY_V4 { IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])) } else { IpAddr::V6(Ipv6Addr::from(a)) }
-}
-
-/// "ip:port", or "[v6]:port".
-pub fn endpoint(key: &FlowKey, src: bool) -> String {
-    let port = if src { key.sport } else { key.dport };
-    match addr(key, src) {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
-}
-
-/// "udp a:1 <-> b:2", for logs.
-pub fn conv_name(k: &FlowKey) -> String {
-    format!("{} {} <-> {}", proto_name(k.proto), endpoint(k, true), endpoint(k, false))
-}
-
-pub fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        _ => "other",
-    }
-}
-
-/// Wall-clock time of a nanosecond timestamp since the Unix epoch, RFC 3339.
-pub fn rfc3339(unix_ns: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(unix_ns);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Nanoseconds since the Unix epoch now.
-pub fn unix_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// One event as a JSON line (the `--json` format).
 #[derive(Serialize)]
@@ -108,28 +63,5 @@ impl<'a> EventRecord<'a> {
             "{} {what} {} {} -> {} on {}: {label}, {} ({:.1} s)",
             self.time, self.proto, self.src, self.dst, self.iface, self.reason, self.duration
         )
-    }
-}
-
-/// Where events go.
-pub struct Reporter<W: Write> {
-    out: W,
-    json: bool,
-}
-
-impl<W: Write> Reporter<W> {
-    pub fn new(out: W, json: bool) -> Self {
-        Self { out, json }
-    }
-
-    pub fn emit(&mut self, rec: &EventRecord<'_>) -> anyhow::Result<()> {
-        if self.json {
-            serde_json::to_writer(&mut self.out, rec)?;
-            self.out.write_all(b"\n")?;
-        } else {
-            writeln!(self.out, "{}", rec.text())?;
-        }
-        self.out.flush()?;
-        Ok(())
     }
 }

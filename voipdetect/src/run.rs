@@ -5,46 +5,22 @@
 //! asked to keep the program for a restart; on every error path the
 //! [`Datapath`] is dropped, which detaches.
 
-use std::{collections::HashMap, path::PathBuf, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use log::{info, warn};
-use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    clock::{Wall, monotonic_ns, rfc3339, unix_now_ns},
     config::Settings,
-    controller::{Command, Controller, PollOutput},
+    controller::Controller,
     datapath::{Datapath, LoadOptions, ifindex, ifname},
+    event::{Command, PollOutput},
     metrics::Metrics,
     outputs::{Outputs, Pseudonymizer},
-    report::unix_now_ns,
+    state::{self, RunState},
 };
-
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// What `status` reads about a running (or kept) controller.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct RunState {
-    pub pid: u32,
-    pub interfaces: Vec<String>,
-    pub mode: String,
-    pub started: String,
-    pub pin_dir: String,
-    pub keep_attached: bool,
-}
-
-/// Where the state file of the controller pinning in `pin_dir` lives.
-pub fn state_path(pin_dir: &std::path::Path) -> PathBuf {
-    let name = pin_dir.file_name().map_or_else(|| "voipdetect".into(), |n| n.to_string_lossy().into_owned());
-    PathBuf::from("/run/voipdetect").join(format!("{name}.json"))
-}
 
 /// Checks what can be checked before touching the kernel.
 pub fn validate(s: &Settings) -> anyhow::Result<()> {
@@ -58,7 +34,7 @@ pub fn validate(s: &Settings) -> anyhow::Result<()> {
 /// Runs until SIGINT/SIGTERM (or the configured duration).
 pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     validate(&s)?;
-    check_not_running(&s)?;
+    state::check_not_running(s.pin_dir.as_deref())?;
     let pseudo = s.pseudonymize_ips.then(|| Pseudonymizer::new(s.pseudonym_key.as_deref().unwrap_or_default()));
     let mut outputs = Outputs::new(s.events.as_deref(), s.json, s.call_records.as_deref(), pseudo)?;
     let metrics = Metrics::new();
@@ -78,20 +54,16 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     if dp.adopted_maps() {
         info!("blocklist kept from the previous run: {} entries", dp.blocklist()?.len());
     }
-    let state = s.pin_dir.as_ref().map(|d| state_path(d));
-    if let (Some(path), Some(dir)) = (&state, &s.pin_dir) {
-        let st = RunState {
+    if let Some(dir) = &s.pin_dir {
+        RunState {
             pid: std::process::id(),
             interfaces: s.interfaces.clone(),
-            mode: format!("{:?}", s.mode).to_lowercase(),
-            started: crate::report::rfc3339(unix_now_ns()),
+            mode: s.mode.name().to_owned(),
+            started: rfc3339(unix_now_ns()),
             pin_dir: dir.display().to_string(),
             keep_attached: s.keep_attached,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(path, serde_json::to_vec_pretty(&st)?).with_context(|| format!("writing {}", path.display()))?;
+        .write()?;
     }
     // Counting blocked conversations walks them all: only done for a scrape target.
     let serving = listener.is_some();
@@ -136,8 +108,8 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     let out = ctl.release_all(now);
     apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
     dp.detach_all();
-    if let Some(path) = state {
-        let _ = std::fs::remove_file(path);
+    if let Some(dir) = &s.pin_dir {
+        state::remove(dir);
     }
     Ok(())
 }
@@ -171,26 +143,13 @@ fn apply(
             Command::Forget { keys } => keys.iter().for_each(|k| dp.remove_flow(k)),
         }
     }
-    let wall_now = unix_now_ns();
-    let wall = |t: u64| wall_now.saturating_sub(now_mono.saturating_sub(t));
+    let wall = Wall::at(now_mono);
     for e in &out.events {
         metrics.event(e);
         let iface = names.get(e.ifindex).to_owned();
-        if let Err(err) = outputs.event(e, &iface, wall) {
+        if let Err(err) = outputs.event(e, &iface, |t| wall.of(t)) {
             warn!("writing an event: {err:#}");
         }
-    }
-    Ok(())
-}
-
-/// Refuses settings that would attach a second program by accident.
-pub fn check_not_running(s: &Settings) -> anyhow::Result<()> {
-    let Some(dir) = &s.pin_dir else { return Ok(()) };
-    let path = state_path(dir);
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let Ok(st) = serde_json::from_str::<RunState>(&text) else { return Ok(()) };
-    if st.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", st.pid)).exists() && !st.keep_attached {
-        bail!("a voipdetect controller (pid {}) is already running with pin directory {}; stop it first", st.pid, dir.display());
     }
     Ok(())
 }

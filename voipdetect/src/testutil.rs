@@ -1,16 +1,16 @@
 //! Test helpers: generated flows through the shared parser, feature update
 //! and controller on a virtual clock.
 use voipdetect_common::parse::parse_ethernet;
+use voipdetect_traffic::{Flow, synth};
 
 use crate::{
-    controller::{Config, Event, EventKind},
+    controller::{Config, DEFAULT_POLL_NS},
     engine::Engine,
-    synth,
-    traffic::Flow,
+    event::{Event, EventKind},
 };
 
 pub const T0: u64 = 1_700_000_000_000_000_000;
-pub const POLL: u64 = 250_000_000;
+pub const POLL: u64 = DEFAULT_POLL_NS;
 
 /// Every event the controller produces for `flows`.
 pub fn events(flows: &[Flow], cfg: Config) -> Vec<Event> {

@@ -176,30 +176,6 @@ impl DirWindow {
         let best = self.size.windows(2).map(|w| w[0] + w[1]).max().unwrap_or(0);
         f64::from(best) / f64::from(self.packets)
     }
-
-    /// Adds another window of the same direction (used to look at more
-    /// than one window at once).
-    pub fn merge(&mut self, o: &DirWindow) {
-        self.span_s += o.span_s;
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.empty += o.empty;
-        self.dropped += o.dropped;
-        for (a, b) in self.iat.iter_mut().zip(o.iat) {
-            *a += b;
-        }
-        for (a, b) in self.size.iter_mut().zip(o.size) {
-            *a += b;
-        }
-        self.rtp_ok += o.rtp_ok;
-        self.rtcp += o.rtcp;
-        self.stun += o.stun;
-        self.dtls += o.dtls;
-        self.framed += o.framed;
-        self.rtp_ssrc = o.rtp_ssrc;
-        self.rtp_ts_step = o.rtp_ts_step;
-        self.iax2 = o.iax2;
-    }
 }
 
 /// A one-line summary of both directions' windows, for debug logs.

@@ -114,7 +114,7 @@ fn pct(v: &serde_json::Value) -> String {
     v.as_f64().map_or("-".into(), |x| format!("{:.1} %", 100.0 * x))
 }
 
-pub fn eval(bin: &Path) -> anyhow::Result<()> {
+pub fn eval(bin: &Path, lab: &Path) -> anyhow::Result<()> {
     let shared = root().join("..").join("shared").join("captures");
     let scorer = shared.join("score.py");
     if !scorer.is_file() {
@@ -122,7 +122,7 @@ pub fn eval(bin: &Path) -> anyhow::Result<()> {
     }
     let out = root().join("target").join("eval");
     let corpus = out.join("corpus");
-    run(Command::new(bin).arg("corpus").arg("--out").arg(&corpus))?;
+    run(Command::new(lab).arg("corpus").arg("--out").arg(&corpus))?;
     let pcaps = |dir: &Path| -> anyhow::Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)

@@ -2,6 +2,7 @@
 //! toolchain pieces and Debian packages it needs are there, installing
 //! only what is missing, so a fresh machine needs nothing done by hand.
 mod eval;
+mod modules;
 mod setup;
 mod soak;
 
@@ -50,8 +51,13 @@ enum Task {
     },
     /// Long robustness runs: bigger flood, more garbage, restart, 10 minutes of fuzzing (< 20 min).
     Soak,
-    /// clippy on the userspace crates and on the eBPF crate (its own target).
+    /// clippy on the userspace crates and on the eBPF crates (their own target).
     Clippy,
+    /// The product crate's module dependencies; fails on a cycle.
+    Modules {
+        /// Another crate root to read instead of voipdetect/src/lib.rs.
+        lib: Option<PathBuf>,
+    },
 }
 
 pub fn root() -> PathBuf {
@@ -76,15 +82,46 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn build(release: bool) -> anyhow::Result<PathBuf> {
+/// The shipped binary and the lab's, built.
+struct Binaries {
+    voipdetect: PathBuf,
+    lab: PathBuf,
+}
+
+fn build(release: bool) -> anyhow::Result<Binaries> {
     setup::toolchain()?;
     let mut cmd = cargo();
-    cmd.args(["build", "--package", "voipdetect"]);
+    cmd.args(["build", "--package", "voipdetect", "--package", "voipdetect-lab"]);
     if release {
         cmd.arg("--release");
     }
     run(&mut cmd)?;
-    Ok(target_dir().join(if release { "release" } else { "debug" }).join("voipdetect"))
+    let dir = target_dir().join(if release { "release" } else { "debug" });
+    Ok(Binaries { voipdetect: dir.join("voipdetect"), lab: dir.join("voipdetect-lab") })
+}
+
+/// The lab's tooling crates and the packages only they use: none of them
+/// may reach the shipped binary.
+const TOOLING: &[&str] = &["voipdetect-traffic", "voipdetect-lab", "voipdetect-bench-ebpf", "etherparse", "rand"];
+
+/// Fails if the shipped binary's dependency tree (normal and build
+/// dependencies) holds any of [`TOOLING`].
+fn check_shipped_deps() -> anyhow::Result<()> {
+    let out = cargo()
+        .current_dir(root())
+        .args(["tree", "--package", "voipdetect", "--edges", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!("cargo tree: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let linked: Vec<&str> = TOOLING.iter().copied().filter(|t| tree.lines().any(|l| l.split_whitespace().next() == Some(*t))).collect();
+    if !linked.is_empty() {
+        bail!("the shipped voipdetect binary depends on tooling: {} (`cargo tree -p voipdetect -i <crate>` shows how)", linked.join(", "));
+    }
+    println!("xtask: the shipped binary links none of {}", TOOLING.join(", "));
+    Ok(())
 }
 
 fn is_root() -> bool {
@@ -100,7 +137,18 @@ fn clippy() -> anyhow::Result<()> {
     println!("xtask: rustfmt --check");
     run(cargo().args(["fmt", "--all", "--check"]))?;
     println!("xtask: clippy (userspace)");
-    run(cargo().args(["clippy", "--workspace", "--exclude", "voipdetect-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "voipdetect-ebpf",
+        "--exclude",
+        "voipdetect-bench-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     println!("xtask: clippy (eBPF, nightly, bpfel-unknown-none)");
     run(Command::new("rustup").args([
         "run",
@@ -109,6 +157,8 @@ fn clippy() -> anyhow::Result<()> {
         "clippy",
         "--package",
         "voipdetect-ebpf",
+        "--package",
+        "voipdetect-bench-ebpf",
         "--release",
         "--target",
         "bpfel-unknown-none",
@@ -124,15 +174,26 @@ fn test() -> anyhow::Result<()> {
     setup::toolchain()?;
     setup::packages(setup::TEST_PACKAGES)?;
     clippy()?;
+    modules::check(&root().join("voipdetect").join("src").join("lib.rs"))?;
+    check_shipped_deps()?;
     println!("xtask: tier 1, unit tests (no root)");
-    run(cargo().args(["test", "--workspace", "--exclude", "voipdetect-ebpf", "--exclude", "voipdetect-tests"]))?;
+    run(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "voipdetect-ebpf",
+        "--exclude",
+        "voipdetect-bench-ebpf",
+        "--exclude",
+        "voipdetect-tests",
+    ]))?;
     if !is_root() {
         bail!(
             "tiers 2 and 3 (BPF_PROG_TEST_RUN fixtures, namespace end-to-end tests) need root: \
              they load XDP programs and create network namespaces. Run `cargo xtask test` as root."
         );
     }
-    let bin = build(false)?;
+    let bin = build(false)?.voipdetect;
     println!("xtask: tier 2, packet fixtures and kernel/replay parity through BPF_PROG_TEST_RUN (root)");
     run(cargo()
         .args(["test", "--package", "voipdetect-tests", "--test", "fixtures", "--test", "parity", "--test", "garbage"])
@@ -142,17 +203,18 @@ fn test() -> anyhow::Result<()> {
         .args(["test", "--package", "voipdetect-tests", "--test", "lab", "--test", "ops", "--", "--test-threads=1"])
         .env("VOIPDETECT_BIN", &bin))?;
     println!("xtask: benchmarks in quick mode (they must keep working)");
-    run(cargo().args(["build", "--release", "--package", "voipdetect"]))?;
-    exec(&target_dir().join("release").join("voipdetect-bench"), &["--quick".to_owned()])?;
+    let release = build(true)?;
+    exec(&release.lab, &["bench".to_owned(), "--quick".to_owned()])?;
     println!("xtask: all test tiers passed");
     Ok(())
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
     setup::packages(setup::BENCH_PACKAGES)?;
-    build(true)?;
-    let bin = target_dir().join("release").join("voipdetect-bench");
-    exec(&bin, args)
+    let lab = build(true)?.lab;
+    let mut full = vec!["bench".to_owned()];
+    full.extend_from_slice(args);
+    exec(&lab, &full)
 }
 
 fn exec(bin: &Path, args: &[String]) -> anyhow::Result<()> {
@@ -164,24 +226,25 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::toolchain().and_then(|()| setup::packages(setup::TEST_PACKAGES)),
         Task::Build { release } => build(release).map(drop),
-        Task::Run { args } => build(true).and_then(|bin| {
+        Task::Run { args } => build(true).and_then(|b| {
             let mut full = vec!["run".to_owned()];
             full.extend(args);
-            exec(&bin, &full)
+            exec(&b.voipdetect, &full)
         }),
-        Task::Demo { args } => setup::packages(setup::DEMO_PACKAGES).and_then(|()| build(false)).and_then(|bin| {
-            let mut full = vec!["demo".to_owned()];
+        Task::Demo { args } => setup::packages(setup::DEMO_PACKAGES).and_then(|()| build(false)).and_then(|b| {
+            let mut full = vec!["demo".to_owned(), "--bin".to_owned(), b.voipdetect.display().to_string()];
             full.extend(args);
-            exec(&bin, &full)
+            exec(&b.lab, &full)
         }),
         Task::Test => test(),
-        Task::Eval => build(false).and_then(|bin| eval::eval(&bin)),
+        Task::Eval => build(false).and_then(|b| eval::eval(&b.voipdetect, &b.lab)),
         Task::Bench { args } => bench(&args),
         Task::Soak => setup::toolchain()
             .and_then(|()| setup::packages(setup::TEST_PACKAGES))
             .and_then(|()| build(false))
-            .and_then(|bin| soak::soak(&bin)),
+            .and_then(|b| soak::soak(&b.voipdetect)),
         Task::Clippy => clippy(),
+        Task::Modules { lib } => modules::check(&lib.unwrap_or_else(|| root().join("voipdetect").join("src").join("lib.rs"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

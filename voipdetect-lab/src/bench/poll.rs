@@ -9,12 +9,13 @@ use voipdetect_common::{
     flow::{FAMILY_V4, PROTO_UDP},
 };
 
-use super::{Scale, Table};
-use crate::{
+use voipdetect::{
+    clock::monotonic_ns,
     controller::{Config, Controller},
     datapath::{Datapath, LoadOptions},
-    run::monotonic_ns,
 };
+
+use super::{Scale, Table};
 
 fn key(i: u32) -> FlowKey {
     let mut k = FlowKey { proto: PROTO_UDP, family: FAMILY_V4, sport: 1024 + (i % 50_000) as u16, dport: 5004, ..Default::default() };

@@ -8,27 +8,20 @@
 //!  c0 192.0.2.2 ── g0 192.0.2.1 | g1 198.51.100.1 ── s0 198.51.100.2
 //!     2001:db8:1::2   2001:db8:1::1 | 2001:db8:2::1     2001:db8:2::2
 //! ```
+//!
+//! The addresses are `voipdetect_traffic::addrs`, the ones the traffic
+//! generator's synthetic captures use too.
 
-pub mod netns;
-
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, path::PathBuf, process::Stdio};
 
 use anyhow::{Context as _, bail};
+use voipdetect::state;
+use voipdetect_traffic::addrs::{CLIENT_V4, CLIENT_V6, GW_CLIENT_V4, GW_CLIENT_V6, GW_SERVER_V4, GW_SERVER_V6, SERVER_V4, SERVER_V6};
 
-pub use netns::Netns;
-
-pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-pub const GW_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-pub const GW_SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
-pub const GW_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-pub const GW_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
-pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
+use crate::{
+    netns::{self, Netns},
+    process::ControllerProcess,
+};
 
 /// Locally administered MACs, so neighbours can be static.
 const MAC_CLIENT: &str = "02:00:00:00:01:02";
@@ -58,7 +51,7 @@ impl Drop for GatewayLab {
         if dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        let _ = std::fs::remove_file(crate::run::state_path(&dir));
+        state::remove(&dir);
     }
 }
 
@@ -135,20 +128,15 @@ impl GatewayLab {
         Ok(())
     }
 
-    /// Client and server addresses of one family.
-    pub fn endpoints(&self, ipv6: bool) -> (IpAddr, IpAddr) {
-        if ipv6 { (CLIENT_V6.into(), SERVER_V6.into()) } else { (CLIENT_V4.into(), SERVER_V4.into()) }
-    }
-
     /// This lab's own pin directory (bpffs is not per network namespace,
     /// so every lab needs its own); removed with the lab.
-    pub fn pin_dir(&self) -> std::path::PathBuf {
-        std::path::PathBuf::from(format!("/sys/fs/bpf/vd-{}", self.id))
+    pub fn pin_dir(&self) -> PathBuf {
+        netns::pin_dir(&self.id)
     }
 
     /// Starts `voipdetect run` on both gateway interfaces with `args`,
     /// JSON events on its stdout, pinning in [`GatewayLab::pin_dir`].
-    pub fn start_controller(&self, binary: &std::path::Path, args: &[&str]) -> anyhow::Result<Controller> {
+    pub fn start_controller(&self, binary: &std::path::Path, args: &[&str]) -> anyhow::Result<ControllerProcess> {
         let mut cmd = self.gateway.command(binary);
         cmd.args(["run", "--iface", &self.gw_client_if, "--iface", &self.gw_server_if, "--json", "--pin-dir"])
             .arg(self.pin_dir())
@@ -156,7 +144,7 @@ impl GatewayLab {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Controller::spawn(cmd)
+        ControllerProcess::spawn(cmd)
     }
 
     /// Whether any XDP program is attached in the gateway namespace.
@@ -170,7 +158,7 @@ impl GatewayLab {
         let mut ids = Vec::new();
         for ifc in [&self.gw_client_if, &self.gw_server_if] {
             let out = self.gateway.ip(&["-details", "-json", "link", "show", "dev", ifc])?;
-            if let Some((id, _)) = crate::datapath::xdp_prog(&out) {
+            if let Some((id, _)) = voipdetect::datapath::xdp_prog(&out) {
                 ids.push(id);
             }
         }
@@ -180,9 +168,11 @@ impl GatewayLab {
     /// A 64-byte UDP frame from the client to the server, addressed to the
     /// gateway's MAC, for live-frames floods out of the client's interface.
     pub fn flood_frame(&self) -> Vec<u8> {
-        let mut f =
-            crate::frames::FrameSpec::udp(std::net::SocketAddr::new(CLIENT_V4.into(), 1), std::net::SocketAddr::new(SERVER_V4.into(), 2))
-                .build(&[0; 18]);
+        let mut f = voipdetect_traffic::frames::FrameSpec::udp(
+            std::net::SocketAddr::new(CLIENT_V4.into(), 1),
+            std::net::SocketAddr::new(SERVER_V4.into(), 2),
+        )
+        .build(&[0; 18]);
         f[0..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
         f
@@ -224,128 +214,10 @@ fn neigh(ns: &Netns, ifc: &str, ip: &IpAddr, mac: &str) -> anyhow::Result<()> {
     ns.ip(&["neigh", "replace", &ip.to_string(), "lladdr", mac, "dev", ifc, "nud", "permanent"]).map(drop)
 }
 
-/// A running `voipdetect run`; stopped with SIGTERM (then SIGKILL) on drop.
-pub struct Controller {
-    child: Option<Child>,
-    pub events: std::sync::Mutex<std::sync::mpsc::Receiver<serde_json::Value>>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Controller {
-    fn spawn(mut cmd: Command) -> anyhow::Result<Self> {
-        let mut child = cmd.spawn().context("starting voipdetect run")?;
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut l) = log2.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        Ok(Self { child: Some(child), events: std::sync::Mutex::new(rx), stderr: log })
-    }
-
-    /// Waits until the controller reports it is attached (or fails).
-    pub fn wait_attached(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.stderr_text().matches("attached to").count() >= 2 {
-                return Ok(());
-            }
-            if let Some(child) = &mut self.child
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("voipdetect run exited with {status}: {}", self.stderr_text().trim());
-            }
-            if Instant::now() > deadline {
-                bail!("voipdetect run did not attach within {timeout:?}: {}", self.stderr_text().trim());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The controller's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    /// SIGKILL, as a crash would: no cleanup runs.
-    pub fn kill_hard(&mut self) -> anyhow::Result<()> {
-        if let Some(mut c) = self.child.take() {
-            c.kill()?;
-            c.wait()?;
-        }
-        Ok(())
-    }
-
-    /// Everything the controller wrote to stderr so far.
-    pub fn stderr_text(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Stops it with SIGTERM and waits (bounded); returns its exit status.
-    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        self.signal_and_wait(libc::SIGTERM)
-    }
-
-    /// Sends `signal` and waits up to 10 s (then SIGKILL) for the exit.
-    pub fn signal_and_wait(&mut self, signal: i32) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else { bail!("already stopped") };
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let status = child.wait()?;
-                bail!("voipdetect run ignored signal {signal} for 10 s; killed ({status})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Drains the events received so far.
-    pub fn drain(&self) -> Vec<serde_json::Value> {
-        self.events.lock().map(|rx| rx.try_iter().collect()).unwrap_or_default()
-    }
-
-    /// Waits up to `timeout` for the next event.
-    pub fn next_event(&self, timeout: Duration) -> Option<serde_json::Value> {
-        self.events.lock().ok()?.recv_timeout(timeout).ok()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.stop();
-        }
-    }
-}
-
 /// The voipdetect binary to run in the lab: `$VOIPDETECT_BIN`, else the
 /// `voipdetect` next to the running executable (or one directory up, where
 /// cargo puts binaries relative to test executables in `deps/`).
-pub fn voipdetect_binary() -> anyhow::Result<std::path::PathBuf> {
+pub fn voipdetect_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("VOIPDETECT_BIN") {
         return Ok(p.into());
     }

@@ -5,15 +5,22 @@
 use std::{
     fs::File,
     os::fd::AsRawFd,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use anyhow::{Context as _, bail};
+use voipdetect::datapath::pins::BPF_FS_ROOT;
 
 /// Prefix of every namespace the lab creates.
 pub const PREFIX: &str = "vd-";
+
+/// The pin directory of the lab with id `id`: bpffs is not per network
+/// namespace, so every lab needs its own.
+pub fn pin_dir(id: &str) -> PathBuf {
+    Path::new(BPF_FS_ROOT).join(format!("{PREFIX}{id}"))
+}
 
 /// Runs a command, failing with its stderr.
 pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
@@ -146,7 +153,9 @@ pub fn remove_stale() {
         let Ok(pid) = u32::from_str_radix(pid_hex, 16) else { continue };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = sh("ip", &["netns", "del", name]);
-            let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{name}").rsplit_once('-').map_or(String::new(), |(d, _)| d.to_owned()));
+            if let Some((id, _role)) = rest.rsplit_once('-') {
+                let _ = std::fs::remove_dir_all(pin_dir(id));
+            }
         }
     }
 }

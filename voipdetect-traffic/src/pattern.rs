@@ -8,7 +8,7 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 
 use voipdetect_common::hints::IAX2_PORT;
 
-use super::{Flow, Frame, Transport};
+use crate::{Flow, Frame, Transport};
 
 /// RTP payload types (RFC 3551 §6).
 pub const PT_PCMU: u8 = 0;

@@ -1,5 +1,5 @@
 //! Ethernet frames built with etherparse, for the fixture tests, the
-//! benchmarks and captures synthesised from the traffic generator's flows.
+//! benchmarks and captures synthesised from the generator's flows.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,7 +8,7 @@ use etherparse::{
     Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, SingleVlanHeader, VlanHeader, VlanId,
 };
 
-use crate::traffic::Transport;
+use crate::Transport;
 
 pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x01];
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x02];

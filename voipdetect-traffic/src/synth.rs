@@ -3,11 +3,9 @@
 //! would see them (TCP with a handshake, sequence numbers and ACKs), with
 //! timestamps instead of sleeps.
 
-use std::net::SocketAddr;
-
 use crate::{
+    Flow, Transport, addrs,
     frames::{FrameSpec, TcpFields},
-    traffic::{Flow, Transport},
 };
 
 /// A frame and its capture time in ns.
@@ -17,21 +15,12 @@ pub struct Timed {
     pub frame: Vec<u8>,
 }
 
-/// The client and server addresses the synthetic frames use.
-pub fn addrs(flow: &Flow) -> (SocketAddr, SocketAddr) {
-    let (c, s): (std::net::IpAddr, std::net::IpAddr) = if flow.ipv6 {
-        (crate::lab::CLIENT_V6.into(), crate::lab::SERVER_V6.into())
-    } else {
-        (crate::lab::CLIENT_V4.into(), crate::lab::SERVER_V4.into())
-    };
-    (SocketAddr::new(c, flow.client_port), SocketAddr::new(s, flow.server_port))
-}
-
 /// TCP delayed-ACK timer (Linux's minimum).
 const DELACK_NS: u64 = 40_000_000;
 /// Bulk transfer pacing: 1448-byte segments at about 1 Gbit/s.
 const BULK_GAP_NS: u64 = 12_000;
-const MSS: usize = 1448;
+/// TCP maximum segment size on a 1500-byte Ethernet path with timestamps.
+pub const MSS: usize = 1448;
 
 /// All frames of `flows`, starting at `t0_ns`, in time order.
 pub fn frames(flows: &[Flow], t0_ns: u64) -> Vec<Timed> {
@@ -47,7 +36,7 @@ pub fn frames(flows: &[Flow], t0_ns: u64) -> Vec<Timed> {
 }
 
 fn udp(f: &Flow, t0: u64, out: &mut Vec<Timed>) {
-    let (c, s) = addrs(f);
+    let (c, s) = addrs::of(f);
     let up = FrameSpec::udp(c, s);
     let down = FrameSpec::udp(s, c);
     for fr in &f.up {
@@ -71,7 +60,7 @@ fn seg(side: &mut Side, ack: u32, ts_ns: u64, payload: &[u8], flags: TcpFields) 
 }
 
 fn tcp(f: &Flow, t0: u64, out: &mut Vec<Timed>) {
-    let (c, s) = addrs(f);
+    let (c, s) = addrs::of(f);
     let mut cli = Side { spec: FrameSpec::tcp(c, s), seq: 1_000 };
     let mut srv = Side { spec: FrameSpec::tcp(s, c), seq: 500_000 };
     // Handshake 1 ms before the first frame.

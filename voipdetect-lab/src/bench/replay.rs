@@ -5,14 +5,13 @@ use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::{Scale, Table};
-use crate::{
-    controller::Config,
-    corpus::write_pcap,
-    replay::{DEFAULT_POLL_NS, replay_bytes},
-    synth,
-    traffic::{Flow, pattern},
+use voipdetect::{
+    controller::{Config, DEFAULT_POLL_NS},
+    replay::replay_bytes,
 };
+use voipdetect_traffic::{Flow, corpus, pattern, synth};
+
+use super::{Scale, Table};
 
 /// The catalogue `copies` times over, each copy on its own ports.
 fn flows(copies: u16) -> Vec<Flow> {
@@ -31,7 +30,7 @@ pub fn run(scale: Scale, dir: &Path) -> anyhow::Result<Table> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("replay-bench.pcap");
     let frames = synth::frames(&flows(scale.pick(20, 1)), 1_767_225_600_000_000_000);
-    write_pcap(&path, &frames)?;
+    std::fs::write(&path, corpus::pcap(&frames)).with_context(|| format!("writing {}", path.display()))?;
     let packets = frames.len() as f64;
     drop(frames);
 

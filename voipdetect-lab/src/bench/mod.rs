@@ -14,7 +14,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 
-/// The reference programs built from `voipdetect-ebpf/src/bench.rs`.
+/// The reference programs of `voipdetect-bench-ebpf`, built by this crate's build.rs.
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-progs"));
 
 /// How big each benchmark runs.
@@ -38,7 +38,7 @@ pub struct BenchProgs {
 impl BenchProgs {
     /// Loads the object; `redirect_ifindex` is where `bench_redirect` sends.
     pub fn load(redirect_ifindex: u32) -> anyhow::Result<Self> {
-        crate::datapath::check_privileges()?;
+        voipdetect::datapath::check_privileges()?;
         let mut ebpf = EbpfLoader::new()
             .override_global("REDIRECT_IFINDEX", &redirect_ifindex, true)
             .load(BENCH_OBJECT)
@@ -75,8 +75,8 @@ impl BenchProgs {
 /// Returns the wall time it took.
 pub fn live_frames(ns: &str, iface: &str, program: &str, frame: &[u8], count: u32) -> anyhow::Result<std::time::Duration> {
     use aya::programs::TestRunAttrs;
-    crate::lab::netns::in_ns(ns, || {
-        let mut generator = BenchProgs::load(crate::datapath::ifindex(iface)?)?;
+    crate::netns::in_ns(ns, || {
+        let mut generator = BenchProgs::load(voipdetect::datapath::ifindex(iface)?)?;
         let prog = generator.prog(program)?;
         let t = std::time::Instant::now();
         // Chunks, so one call never runs for long.

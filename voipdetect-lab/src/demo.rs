@@ -1,4 +1,4 @@
-//! `voipdetect demo`: the main job on the built-in lab. Builds the
+//! `voipdetect-lab demo` (run by `cargo xtask demo`): the main job on the built-in lab. Builds the
 //! client — gateway — server namespaces, runs the controller in block mode
 //! on both gateway interfaces, plays two calls (RTP over UDP at 20 ms, audio
 //! over TCP at 30 ms) next to a bulk transfer and a game, prints verdicts as
@@ -12,12 +12,11 @@ use std::{
 
 use anyhow::Context as _;
 
+use voipdetect_traffic::pattern;
+
 use crate::{
     lab::{GatewayLab, require_root},
-    traffic::{
-        live::{self, FlowResult},
-        pattern,
-    },
+    live::{self, FlowResult},
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -35,7 +34,7 @@ pub struct DemoOptions {
 }
 
 pub fn demo(opts: &DemoOptions) -> anyhow::Result<Vec<FlowResult>> {
-    require_root("voipdetect demo")?;
+    require_root("the demo")?;
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);

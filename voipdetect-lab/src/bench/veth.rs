@@ -9,13 +9,14 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::programs::XdpMode;
 use voipdetect_common::{BlockEntry, Stat, parse::parse_ethernet};
 
-use super::{BenchProgs, Scale, Table};
-use crate::{
+use voipdetect::{
+    clock::monotonic_ns,
     datapath::{Datapath, LoadOptions},
-    frames::FrameSpec,
-    lab::netns::{self, Netns, in_ns, sh},
-    run::monotonic_ns,
 };
+use voipdetect_traffic::frames::FrameSpec;
+
+use super::{BenchProgs, Scale, Table};
+use crate::netns::{self, Netns, in_ns, sh};
 
 const GEN_MAC: &str = "02:00:00:00:03:01";
 const SINK_MAC: &str = "02:00:00:00:03:02";

@@ -5,15 +5,16 @@
 use anyhow::Context as _;
 use voipdetect_common::{BlockEntry, parse::parse_ethernet};
 
-use super::{BenchProgs, Scale, Table, median};
-use crate::{
+use voipdetect::{
+    clock::monotonic_ns,
     datapath::{Datapath, LoadOptions},
-    frames::FrameSpec,
-    run::monotonic_ns,
 };
+use voipdetect_traffic::{frames::FrameSpec, pattern::rtp_header};
+
+use super::{BenchProgs, Scale, Table, median};
 
 fn udp_frame() -> Vec<u8> {
-    let mut p = crate::traffic::pattern::rtp_header(0, 1, 160, 0x1234_5678).to_vec();
+    let mut p = rtp_header(0, 1, 160, 0x1234_5678).to_vec();
     p.resize(172, 0xd5);
     FrameSpec::udp("192.0.2.2:40000".parse().expect("addr"), "198.51.100.2:5004".parse().expect("addr")).build(&p)
 }

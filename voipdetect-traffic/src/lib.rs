@@ -1,10 +1,21 @@
-//! voipdetect's own traffic generator, shared by the demo, the tests and
-//! the benchmarks. [`pattern`] describes flows as schedules of payloads (a
-//! 20 ms RTP call, audio over TCP, a bulk transfer, a DNS burst, a game);
-//! [`live`] plays them through real sockets between the lab's namespaces.
+//! voipdetect's traffic generator, without I/O: what the demo, the tests,
+//! the benchmarks and the accuracy report send, described as data. Tooling
+//! only; the shipped binary does not link it.
+//!
+//! - [`pattern`]: flows as schedules of payloads (calls and their evasions,
+//!   and the look-alikes that must never be called);
+//! - [`frames`]: Ethernet frames built with etherparse;
+//! - [`synth`]: a flow's frames as the gateway would capture them;
+//! - [`corpus`]: the whole catalogue as labelled captures, in memory;
+//! - [`addrs`]: the addresses generated flows use (the lab's client and server).
+//!
+//! `voipdetect-lab` plays the same flows through sockets in its namespaces.
 
-pub mod live;
+pub mod addrs;
+pub mod corpus;
+pub mod frames;
 pub mod pattern;
+pub mod synth;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Barrier, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -17,8 +17,9 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 
-use super::{Flow, Frame, Transport};
-use crate::lab::{GatewayLab, netns};
+use voipdetect_traffic::{Flow, Frame, Transport, addrs};
+
+use crate::{lab::GatewayLab, netns};
 
 /// How long receivers keep listening after the last scheduled frame.
 const GRACE: Duration = Duration::from_millis(1500);
@@ -89,7 +90,7 @@ pub fn run(lab: &GatewayLab, flows: &[Flow], stop: &AtomicBool) -> anyhow::Resul
     let sides = thread::scope(|scope| -> anyhow::Result<Vec<Side>> {
         let mut handles = Vec::new();
         for flow in flows {
-            let (client, server) = flow_addrs(lab, flow);
+            let (client, server) = addrs::of(flow);
             for (ns, is_client) in [(lab.client.name(), true), (lab.server.name(), false)] {
                 let (local, peer) = if is_client { (client, server) } else { (server, client) };
                 let sync = &sync;
@@ -318,10 +319,4 @@ fn tcp(s: TcpStream, frames: &[Frame], bulk: u64, start: Instant, deadline: Inst
         side.sent = sender.join().map_err(|_| anyhow!("tcp sender panicked"))?;
         Ok(side)
     })
-}
-
-/// Client and server addresses of a flow (for reports and assertions).
-pub fn flow_addrs(lab: &GatewayLab, flow: &Flow) -> (SocketAddr, SocketAddr) {
-    let (c, s): (IpAddr, IpAddr) = lab.endpoints(flow.ipv6);
-    (SocketAddr::new(c, flow.client_port), SocketAddr::new(s, flow.server_port))
 }

@@ -1,0 +1,239 @@
+//! The controller's view of the program's maps: flows read in batches,
+//! the blocklist written with a generation bump, the global counters.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+};
+use log::warn;
+use voipdetect_common::{
+    BlockEntry, Control, FlowCounters, FlowKey, Stat,
+    maps::{BLOCKLIST, CONTROL, FLOWS, STATS},
+};
+
+use super::{batch, host::check_privileges};
+use crate::clock::monotonic_ns;
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH_CHUNK: usize = 4096;
+
+/// Global counters summed over CPUs, indexed like [`Stat`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats(pub [u64; Stat::COUNT]);
+
+impl Stats {
+    pub fn get(&self, s: Stat) -> u64 {
+        self.0[s as usize]
+    }
+    /// Packets the program ran on: the outcome counters partition them.
+    pub fn seen(&self) -> u64 {
+        Stat::ALL.iter().filter(|s| s.is_outcome()).map(|s| self.get(*s)).sum()
+    }
+    pub fn passed(&self) -> u64 {
+        self.seen() - self.get(Stat::Dropped)
+    }
+    /// Counter increase since `earlier`.
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        let mut d = Stats::default();
+        for i in 0..Stat::COUNT {
+            d.0[i] = self.0[i].wrapping_sub(earlier.0[i]);
+        }
+        d
+    }
+}
+
+/// The program's maps: owned by a loaded [`super::Datapath`], or opened
+/// from their pins by the `flows`, `block`, `unblock` and `status`
+/// commands while a controller runs in another process.
+pub struct Maps {
+    pub(super) flows: HashMap<MapData, FlowKey, FlowCounters>,
+    blocklist: HashMap<MapData, FlowKey, BlockEntry>,
+    stats: PerCpuArray<MapData, u64>,
+    control: Array<MapData, Control>,
+    /// Whether batch lookups work on this kernel (cleared on the first refusal).
+    batch_ok: std::cell::Cell<bool>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))
+}
+
+/// The generation to publish after `cur`: the clock in µs when that is a
+/// step forward, else `cur + 1`. Two writers (the controller and
+/// `voipdetect block`) then never publish the same value for different
+/// blocklists, and every change looks like a change to every flow.
+fn next_generation(cur: u32, micros: u32) -> u32 {
+    if micros != cur && micros.wrapping_sub(cur) < u32::MAX / 2 { micros } else { cur.wrapping_add(1) }
+}
+
+impl Maps {
+    pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            flows: HashMap::try_from(take(ebpf, FLOWS)?).context(FLOWS)?,
+            blocklist: HashMap::try_from(take(ebpf, BLOCKLIST)?).context(BLOCKLIST)?,
+            stats: PerCpuArray::try_from(take(ebpf, STATS)?).context(STATS)?,
+            control: Array::try_from(take(ebpf, CONTROL)?).context(CONTROL)?,
+            batch_ok: std::cell::Cell::new(true),
+        })
+    }
+
+    /// Opens the maps a running controller pinned in `dir`.
+    pub fn open_pinned(dir: &Path) -> anyhow::Result<Self> {
+        check_privileges()?;
+        let open = |name: &str| -> anyhow::Result<aya::maps::Map> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| {
+                anyhow!("no voipdetect maps pinned at {} ({e}); is `voipdetect run` running with that --pin-dir?", dir.display())
+            })?;
+            Ok(aya::maps::Map::from_map_data(data)?)
+        };
+        Ok(Self {
+            flows: HashMap::try_from(open(FLOWS)?).context(FLOWS)?,
+            blocklist: HashMap::try_from(open(BLOCKLIST)?).context(BLOCKLIST)?,
+            stats: PerCpuArray::try_from(open(STATS)?).context(STATS)?,
+            control: Array::try_from(open(CONTROL)?).context(CONTROL)?,
+            batch_ok: std::cell::Cell::new(true),
+        })
+    }
+
+    /// Calls `f` for every tracked direction-flow: in batches where the
+    /// kernel supports it, else entry by entry.
+    pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
+        use std::os::fd::AsFd as _;
+        if self.batch_ok.get() {
+            match batch::for_each(self.flows.map().fd().as_fd(), BATCH_CHUNK, &mut f) {
+                Ok(n) => return Ok(n),
+                Err(batch::BatchError::Unsupported) => {
+                    warn!("BPF_MAP_LOOKUP_BATCH unsupported: reading the flow map entry by entry");
+                    self.batch_ok.set(false);
+                }
+                Err(e) => return Err(e).context("reading the flow map"),
+            }
+        }
+        self.for_each_flow_by_key(f)
+    }
+
+    /// Calls `f` for every tracked direction-flow, one `get_next_key` and
+    /// one lookup per entry (the fallback, and the benchmark's reference).
+    pub fn for_each_flow_by_key(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for item in self.flows.iter() {
+            match item {
+                Ok((k, v)) => {
+                    f(&k, &v);
+                    n += 1;
+                }
+                // Evicted between get_next_key and lookup: skip it.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading the flow map"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Forgets a flow (the controller evicts idle flows).
+    pub fn remove_flow(&mut self, key: &FlowKey) {
+        let _ = self.flows.remove(key);
+    }
+
+    /// Lists `keys` until `expires_ns` (CLOCK_MONOTONIC), then publishes the
+    /// change with one generation bump.
+    pub fn block(&mut self, keys: &[FlowKey], entry: BlockEntry) -> anyhow::Result<()> {
+        for k in keys {
+            self.blocklist.insert(k, entry, 0).context("writing the blocklist")?;
+        }
+        self.publish()
+    }
+
+    /// Whether any of `keys` is on the blocklist (expired or not).
+    pub fn listed(&self, keys: &[FlowKey]) -> anyhow::Result<bool> {
+        for k in keys {
+            match self.blocklist.get(k, 0) {
+                Ok(_) => return Ok(true),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading the blocklist"),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes `keys` from the blocklist.
+    pub fn unblock(&mut self, keys: &[FlowKey]) -> anyhow::Result<()> {
+        for k in keys {
+            match self.blocklist.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing from the blocklist"),
+            }
+        }
+        self.publish()
+    }
+
+    /// The blocklist as the kernel sees it.
+    pub fn blocklist(&self) -> anyhow::Result<Vec<(FlowKey, BlockEntry)>> {
+        let mut out = Vec::new();
+        for item in self.blocklist.iter() {
+            match item {
+                Ok(kv) => out.push(kv),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading the blocklist"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bumps the generation so flows re-read the blocklist. Must follow the
+    /// blocklist write (see `Control::block_gen`).
+    fn publish(&mut self) -> anyhow::Result<()> {
+        let cur = self.control.get(&0, 0).map(|c| c.block_gen).unwrap_or(0);
+        let next = next_generation(cur, (monotonic_ns() / 1_000) as u32);
+        self.control.set(0, Control { block_gen: next, _pad: 0 }, 0).context("publishing the blocklist generation")
+    }
+
+    /// Global counters summed over CPUs.
+    pub fn stats(&self) -> anyhow::Result<Stats> {
+        let mut s = Stats::default();
+        for (i, slot) in s.0.iter_mut().enumerate() {
+            let values = self.stats.get(&(i as u32), 0).context("reading counters")?;
+            *slot = values.iter().sum();
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_partition_the_packets_and_differences_wrap() {
+        let mut s = Stats::default();
+        s.0[Stat::Tracked as usize] = 10;
+        s.0[Stat::Dropped as usize] = 3;
+        s.0[Stat::NotIp as usize] = 2;
+        // Events are counted next to an outcome, not as packets.
+        s.0[Stat::NewFlow as usize] = 4;
+        assert_eq!((s.seen(), s.passed()), (15, 12));
+        let mut later = s.clone();
+        later.0[Stat::Tracked as usize] = 1;
+        later.0[Stat::Dropped as usize] = 5;
+        let d = later.since(&s);
+        assert_eq!(d.get(Stat::Tracked), 1u64.wrapping_sub(10));
+        assert_eq!(d.get(Stat::Dropped), 2);
+        assert_eq!(d.get(Stat::NotIp), 0);
+    }
+
+    #[test]
+    fn every_published_generation_differs_from_the_last() {
+        // The clock moved on: publish it.
+        assert_eq!(next_generation(100, 5_000), 5_000);
+        // The clock stands still or another writer got there first: step.
+        assert_eq!(next_generation(5_000, 5_000), 5_001);
+        assert_eq!(next_generation(5_001, 5_000), 5_002);
+        // Wrapping forward is still forward.
+        assert_eq!(next_generation(u32::MAX - 1, 3), 3);
+        assert_eq!(next_generation(u32::MAX, u32::MAX), 0);
+    }
+}

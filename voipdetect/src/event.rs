@@ -1,0 +1,119 @@
+//! The controller's vocabulary: what it is asked to do ([`Mode`]), what it
+//! says ([`Event`]) and what it asks the driver to change in the kernel
+//! ([`Command`]). Reports, metrics, outputs and the configuration speak it
+//! without depending on the controller itself.
+
+use voipdetect_common::{BlockEntry, FlowKey};
+
+/// Report only, or also block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    Monitor,
+    Block,
+}
+
+impl Mode {
+    /// The name used in flags, the configuration and the state file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Block => "block",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    /// The same spellings clap accepts for `--mode`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Mode as clap::ValueEnum>::from_str(s, false).map_err(|_| format!("{s:?} is not one of monitor, block"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Verdict,
+    Release,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Blocked,
+    Reported,
+}
+
+/// What the controller called a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    /// A two-way call.
+    Voip,
+    /// Real-time media flowing one way.
+    Media,
+}
+
+/// A verdict or its release.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub at_ns: u64,
+    /// The conversation, as sent by its initiator (first packet seen).
+    pub key: FlowKey,
+    /// Interface the initiator's packets arrive on (0 in replay).
+    pub ifindex: u32,
+    pub label: Label,
+    pub action: Action,
+    pub reason: String,
+    /// Payload packets per second, both directions together.
+    pub pps: f64,
+    /// Mean payload size over both directions.
+    pub mean_size: f64,
+    /// Seconds from the conversation's first packet to this event.
+    pub duration_s: f64,
+    /// Conversation's first packet.
+    pub first_seen_ns: u64,
+    /// Latest packet of either direction.
+    pub last_seen_ns: u64,
+    /// Packets (all kinds, dropped included) and payload bytes, initiator's
+    /// direction first.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// A change the driver applies to the kernel maps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// List both directions until `entry.expires_ns`. A `refresh` extends
+    /// a block this controller wrote before: if an operator has lifted it
+    /// meanwhile (`voipdetect unblock`), the driver calls the controller's
+    /// `lift` instead of listing the flow again.
+    Block { keys: [FlowKey; 2], entry: BlockEntry, refresh: bool },
+    /// Take both directions off the blocklist.
+    Unblock { keys: [FlowKey; 2] },
+    /// Forget idle flows.
+    Forget { keys: [FlowKey; 2] },
+}
+
+/// Events and commands produced by one poll.
+#[derive(Debug, Default)]
+pub struct PollOutput {
+    pub events: Vec<Event>,
+    pub commands: Vec<Command>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_as_the_flag_spells_them() {
+        for m in [Mode::Monitor, Mode::Block] {
+            assert_eq!(m.name().parse::<Mode>(), Ok(m));
+        }
+        assert!("drop".parse::<Mode>().unwrap_err().contains("monitor, block"));
+    }
+}
