@@ -131,6 +131,10 @@ fn bump(v: &mut u16) {
 #[inline(always)]
 pub fn count_drop(c: &mut FlowCounters, now_ns: u64) {
     add32(&mut c.dropped, 1);
+    // A flow held from its first packet never gets a payload update.
+    if c.first_seen_ns == 0 {
+        c.first_seen_ns = now_ns;
+    }
     c.last_seen_ns = now_ns;
 }
 

@@ -119,7 +119,10 @@ pub struct FlowCounters {
     pub framed: u16,
     /// Payload type of the last RTP header (marker bit cleared).
     pub rtp_pt: u8,
-    pub _pad: [u8; 5],
+    /// 1 when `blocked_until_ns` came from a hold (see [`HoldKey`]), not
+    /// the blocklist: a blocklist change then re-reads the holds too.
+    pub held: u8,
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(size_of::<FlowCounters>() == 120);
 
@@ -148,7 +151,8 @@ impl FlowCounters {
         dtls: 0,
         framed: 0,
         rtp_pt: 0,
-        _pad: [0; 5],
+        held: 0,
+        _pad: [0; 4],
     };
 
     /// A fresh entry for a flow first seen at `now_ns` on `ifindex`.
@@ -177,9 +181,65 @@ pub struct Control {
     /// `verdict_gen` differs looks the blocklist up again on its next
     /// packet, so the fast path does one hash lookup per packet, not two.
     pub block_gen: u32,
-    pub _pad: u32,
+    /// Holds listed in the hold map. While it is zero, a new flow looks
+    /// nothing up there.
+    pub holds: u32,
 }
 const _: () = assert!(size_of::<Control>() == 8);
+
+/// [`HoldKey::kind`]: every conversation of one socket (`local`,
+/// `local_port`, `proto`; `remote` and `remote_port` zero).
+pub const HOLD_SOCKET: u8 = 1;
+/// [`HoldKey::kind`]: every conversation between one host (`local`) and
+/// one remote socket (`remote`, `remote_port`, `proto`; `local_port` zero).
+pub const HOLD_PEER: u8 = 2;
+
+/// A hold: while a call's session lasts, a new conversation of its
+/// socket, or between its host and a relay it used, is the call coming
+/// back on another 5-tuple (a relay change, a port hop). The program looks
+/// holds up on a flow's first packet only and caches the answer in the
+/// flow entry, so a hold costs the fast path nothing once a flow exists.
+/// Addresses in network byte order, IPv4 in the first four bytes; ports in
+/// host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct HoldKey {
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    /// [`HOLD_SOCKET`] or [`HOLD_PEER`].
+    pub kind: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<HoldKey>() == 40);
+
+impl HoldKey {
+    /// The hold on the socket `addr:port` (`proto`).
+    #[inline(always)]
+    pub fn socket(family: u8, proto: u8, addr: [u8; 16], port: u16) -> Self {
+        Self { local: addr, remote: [0; 16], local_port: port, remote_port: 0, proto, family, kind: HOLD_SOCKET, _pad: 0 }
+    }
+
+    /// The hold on conversations between host `addr` and `remote:port`.
+    #[inline(always)]
+    pub fn peer(family: u8, proto: u8, addr: [u8; 16], remote: [u8; 16], port: u16) -> Self {
+        Self { local: addr, remote, local_port: 0, remote_port: port, proto, family, kind: HOLD_PEER, _pad: 0 }
+    }
+}
+
+/// A hold's deadline, written by the controller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HoldEntry {
+    /// CLOCK_MONOTONIC deadline; at and after it the hold no longer applies.
+    pub expires_ns: u64,
+    /// When the controller first wrote it.
+    pub since_ns: u64,
+}
+const _: () = assert!(size_of::<HoldEntry>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -194,4 +254,8 @@ mod user {
     unsafe impl aya::Pod for BlockEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Control {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HoldKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HoldEntry {}
 }

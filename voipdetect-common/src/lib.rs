@@ -17,5 +17,5 @@ pub mod maps;
 pub mod parse;
 pub mod stats;
 
-pub use flow::{BlockEntry, Control, FlowCounters, FlowKey};
+pub use flow::{BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey};
 pub use stats::Stat;

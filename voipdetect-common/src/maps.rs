@@ -8,11 +8,15 @@ pub const BLOCKLIST: &str = "VD_BLOCKLIST";
 pub const STATS: &str = "VD_STATS";
 /// Controller-to-kernel settings: `ARRAY<Control>` with one entry.
 pub const CONTROL: &str = "VD_CONTROL";
+/// Holds written by the controller: `HASH<HoldKey, HoldEntry>`.
+pub const HOLDS: &str = "VD_HOLDS";
 
 /// Default number of direction-flows the LRU keeps (settable at load time).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
 /// Default capacity of the blocklist (settable at load time).
 pub const DEFAULT_BLOCK_ENTRIES: u32 = 1 << 14;
+/// Capacity of the hold map: a few holds per call being held.
+pub const DEFAULT_HOLD_ENTRIES: u32 = 1 << 12;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "voipdetect";

@@ -35,13 +35,16 @@ pub enum Stat {
     EmptyPayload,
     /// Event: a flow picked up a blocklist verdict (first drop of a block).
     BlockStart,
+    /// Event: a new flow matched a hold (its call came back on another
+    /// 5-tuple) and is dropped from its first packet.
+    Held,
 }
 
 impl Stat {
     /// Number of outcome slots (see the module docs).
     pub const OUTCOMES: usize = Stat::FlowTableFull as usize + 1;
     /// Number of slots in the map.
-    pub const COUNT: usize = Stat::BlockStart as usize + 1;
+    pub const COUNT: usize = Stat::Held as usize + 1;
 
     /// Every stat in index order.
     pub const ALL: [Stat; Stat::COUNT] = [
@@ -58,6 +61,7 @@ impl Stat {
         Stat::NewFlow,
         Stat::EmptyPayload,
         Stat::BlockStart,
+        Stat::Held,
     ];
 
     /// Stable snake_case name used in reports and metrics.
@@ -76,6 +80,7 @@ impl Stat {
             Stat::NewFlow => "new_flow",
             Stat::EmptyPayload => "empty_payload",
             Stat::BlockStart => "block_start",
+            Stat::Held => "held",
         }
     }
 

@@ -27,7 +27,7 @@ use voipdetect_common::{
 
 use voipdetect_ebpf::frame::Frame;
 
-use crate::maps::{BLOCKLIST, FLOWS, block_gen, count};
+use crate::maps::{BLOCKLIST, FLOWS, control, count, hold_until};
 
 /// `bpf_map_update_elem` flag: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -42,7 +42,7 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
-    let generation = block_gen();
+    let (generation, holds) = control();
     // Rare events are logged last, just before returning: nothing the
     // program still needs is live across the log call.
     let mut event = None;
@@ -60,7 +60,7 @@ pub fn voipdetect(ctx: XdpContext) -> u32 {
         // inter-arrival histogram of passed packets needs.
         // SAFETY: helper without preconditions.
         let coarse = unsafe { bpf_ktime_get_coarse_ns() };
-        if blocked(flow, &pkt.key, coarse, generation, &mut event) {
+        if blocked(flow, &pkt.key, coarse, generation, holds, &mut event) {
             count_drop(flow, coarse.max(flow.last_seen_ns));
             count(Stat::Dropped);
             if let Some(e) = event {
@@ -112,13 +112,27 @@ fn flow_entry(ctx: &XdpContext, key: &FlowKey, generation: u32, event: &mut Opti
     FLOWS.get_ptr_mut(key)
 }
 
-/// True while the flow is listed; refreshes the cached verdict when the
-/// controller has changed the blocklist since this flow last looked.
+/// True while the flow is listed or held; refreshes the cached verdict
+/// when the controller has changed the blocklist or the holds since this
+/// flow last looked (and on its first packet: a new flow starts with a
+/// generation it cannot match).
 #[inline(always)]
-fn blocked(flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32, event: &mut Option<Event>) -> bool {
+fn blocked(flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32, holds: u32, event: &mut Option<Event>) -> bool {
     if flow.verdict_gen != generation {
         // SAFETY: read-only copy of a value the controller owns.
-        let until = unsafe { BLOCKLIST.get(key) }.map_or(0, |e| e.expires_ns);
+        let mut until = unsafe { BLOCKLIST.get(key) }.map_or(0, |e| e.expires_ns);
+        // Holds apply to a flow's first packet, and afterwards only to
+        // flows they caught: an existing flow an operator unblocked stays
+        // unblocked whatever its socket.
+        let first = flow.packets == 0 && flow.empty == 0 && flow.dropped == 0;
+        if holds != 0 && (first || flow.held != 0) {
+            let held = hold_until(key);
+            flow.held = u8::from(held > now);
+            if first && held > now {
+                count(Stat::Held);
+            }
+            until = until.max(held);
+        }
         let was_blocked = flow.blocked_until_ns > now;
         flow.blocked_until_ns = until;
         flow.verdict_gen = generation;

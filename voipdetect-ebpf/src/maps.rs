@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use voipdetect_common::{
-    BlockEntry, Control, FlowCounters, FlowKey, Stat,
-    maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES},
+    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, Stat,
+    maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_HOLD_ENTRIES},
 };
 
 #[map(name = "VD_FLOWS")]
@@ -15,6 +15,9 @@ pub static FLOWS: LruHashMap<FlowKey, FlowCounters> = LruHashMap::with_max_entri
 
 #[map(name = "VD_BLOCKLIST")]
 pub static BLOCKLIST: HashMap<FlowKey, BlockEntry> = HashMap::with_max_entries(DEFAULT_BLOCK_ENTRIES, 0);
+
+#[map(name = "VD_HOLDS")]
+pub static HOLDS: HashMap<HoldKey, HoldEntry> = HashMap::with_max_entries(DEFAULT_HOLD_ENTRIES, 0);
 
 #[map(name = "VD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT as u32, 0);
@@ -32,13 +35,36 @@ pub fn count(stat: Stat) {
     }
 }
 
-/// The controller's current blocklist generation.
+/// The controller's current blocklist generation, and how many holds it
+/// has listed.
 #[inline(always)]
-pub fn block_gen() -> u32 {
+pub fn control() -> (u32, u32) {
     match CONTROL.get_ptr(0) {
         // SAFETY: array entries always exist; a torn read is impossible for
-        // an aligned u32, and any value just triggers a re-check.
-        Some(c) => unsafe { (*c).block_gen },
-        None => 0,
+        // aligned u32s, and any value just triggers a re-check.
+        Some(c) => unsafe { ((*c).block_gen, (*c).holds) },
+        None => (0, 0),
     }
+}
+
+/// The latest deadline of the holds that match a flow (0: none): the
+/// sockets at either end, and either end's host with the other end.
+#[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "by value, the 40-byte key would be copied for every lookup")]
+pub fn hold_until(k: &FlowKey) -> u64 {
+    let mut until = 0;
+    let mut key = HoldKey::socket(k.family, k.proto, k.src, k.sport);
+    for round in 0..4u8 {
+        match round {
+            1 => key = HoldKey::socket(k.family, k.proto, k.dst, k.dport),
+            2 => key = HoldKey::peer(k.family, k.proto, k.src, k.dst, k.dport),
+            3 => key = HoldKey::peer(k.family, k.proto, k.dst, k.src, k.sport),
+            _ => {}
+        }
+        // SAFETY: read-only copy of a value the controller owns.
+        if let Some(h) = unsafe { HOLDS.get(&key) } {
+            until = until.max(h.expires_ns);
+        }
+    }
+    until
 }

@@ -14,14 +14,23 @@ pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 pub const GW_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 pub const GW_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
+/// The server's second address: a call app's second relay.
+pub const SERVER2_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+pub const SERVER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 3);
 
-/// Client and server addresses of one family.
-pub fn endpoints(ipv6: bool) -> (IpAddr, IpAddr) {
-    if ipv6 { (CLIENT_V6.into(), SERVER_V6.into()) } else { (CLIENT_V4.into(), SERVER_V4.into()) }
+/// Client and server addresses of one family; `relay` 1 picks the
+/// server's second address.
+pub fn endpoints(ipv6: bool, relay: u8) -> (IpAddr, IpAddr) {
+    match (ipv6, relay) {
+        (false, 0) => (CLIENT_V4.into(), SERVER_V4.into()),
+        (false, _) => (CLIENT_V4.into(), SERVER2_V4.into()),
+        (true, 0) => (CLIENT_V6.into(), SERVER_V6.into()),
+        (true, _) => (CLIENT_V6.into(), SERVER2_V6.into()),
+    }
 }
 
 /// The client and server socket addresses of `flow`.
 pub fn of(flow: &Flow) -> (SocketAddr, SocketAddr) {
-    let (c, s) = endpoints(flow.ipv6);
+    let (c, s) = endpoints(flow.ipv6, flow.relay);
     (SocketAddr::new(c, flow.client_port), SocketAddr::new(s, flow.server_port))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
-use crate::{Flow, Frame, Transport, addrs, pattern, synth};
+use crate::{Flow, Frame, Transport, addrs, calls, pattern, synth};
 
 /// When the synthetic captures start (capture clock, ns since the epoch).
 const T0_NS: u64 = 1_767_225_600_000_000_000;
@@ -86,6 +86,16 @@ pub fn build(secs: u64) -> Corpus {
         c.labels.push_str(&label_row(&capture, f, label, f.name.starts_with("game")));
         c.split.push_str(&format!("{capture}\tdev\t{kind}\t{}\n", f.name));
     }
+    // Calls over several conversations: one capture each, a label per leg.
+    for call in calls::session_calls(secs) {
+        let call = calls::as_captured(&call);
+        let capture = format!("{}.pcap", slug(&call.name));
+        c.captures.push((capture.clone(), pcap(&synth::frames(&call.legs, T0_NS))));
+        for leg in &call.legs {
+            c.labels.push_str(&label_row(&capture, leg, "voip", false));
+        }
+        c.split.push_str(&format!("{capture}\tdev\tvoip\t{}\n", call.name));
+    }
     c
 }
 
@@ -97,7 +107,8 @@ mod tests {
     fn every_capture_has_a_label_row_and_a_split_row() {
         let c = build(2);
         assert!(c.captures.len() > 40, "{}", c.captures.len());
-        assert_eq!(c.labels.lines().count(), c.captures.len() + 1);
+        let legs: usize = calls::session_calls(2).iter().map(|c| c.legs.len() - 1).sum();
+        assert_eq!(c.labels.lines().count(), c.captures.len() + legs + 1);
         assert_eq!(c.split.lines().count(), c.captures.len() + 1);
         for (name, bytes) in &c.captures {
             assert!(c.labels.contains(&format!("{name}\t")), "{name}");

@@ -4,6 +4,8 @@
 //!
 //! - [`pattern`]: flows as schedules of payloads (calls and their evasions,
 //!   and the look-alikes that must never be called);
+//! - [`calls`]: calls spread over several conversations, the way call apps
+//!   route around a block (split relays, port hops, a fallback to TCP);
 //! - [`frames`]: Ethernet frames built with etherparse;
 //! - [`synth`]: a flow's frames as the gateway would capture them;
 //! - [`corpus`]: the whole catalogue as labelled captures, in memory;
@@ -12,6 +14,7 @@
 //! `voipdetect-lab` plays the same flows through sockets in its namespaces.
 
 pub mod addrs;
+pub mod calls;
 pub mod corpus;
 pub mod frames;
 pub mod pattern;
@@ -58,6 +61,42 @@ pub struct Flow {
     pub bulk_bytes: u64,
     /// What a correct classifier says about it.
     pub is_call: bool,
+    /// Which of the server's addresses the flow uses: 0 its first, 1 its
+    /// second (a second relay of a call app).
+    pub relay: u8,
+    /// The client's socket is shared with other flows of the same call:
+    /// one local port talking to several relays.
+    pub shared_socket: bool,
+    /// Part of a call that reacts to loss (live only: a synthetic capture
+    /// plays the schedule as written).
+    pub adaptive: Option<Adaptive>,
+}
+
+/// A call that moves to TCP when its UDP media stops arriving, the way
+/// real apps react to loss: its UDP flow and its TCP flow share a `group`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adaptive {
+    pub group: u16,
+    pub leg: AdaptiveLeg,
+    /// How long media may stay away before the client gives up on UDP.
+    pub loss_timeout: Duration,
+}
+
+/// Which flow of an adaptive call this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdaptiveLeg {
+    /// The UDP flow the call starts on.
+    Udp,
+    /// The TCP flow it falls back to; its frames before the fallback are
+    /// never sent live.
+    TcpFallback,
+}
+
+/// A call made of several conversations.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub name: String,
+    pub legs: Vec<Flow>,
 }
 
 impl Flow {

@@ -231,7 +231,7 @@ pub fn rtp_header(pt: u8, seq: u16, ts: u32, ssrc: u32) -> [u8; 12] {
     h
 }
 
-fn flow(name: &str, transport: Transport, server_port: u16, client_port: u16) -> Flow {
+pub(crate) fn flow(name: &str, transport: Transport, server_port: u16, client_port: u16) -> Flow {
     Flow {
         name: name.to_owned(),
         transport,
@@ -242,6 +242,9 @@ fn flow(name: &str, transport: Transport, server_port: u16, client_port: u16) ->
         down: Vec::new(),
         bulk_bytes: 0,
         is_call: false,
+        relay: 0,
+        shared_socket: false,
+        adaptive: None,
     }
 }
 
@@ -317,7 +320,7 @@ fn game_on(hz: u32, secs: u64, server_port: u16, client_port: u16) -> Flow {
     f
 }
 
-fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rng.fill_bytes(&mut v);
     v
@@ -375,7 +378,7 @@ fn with_preamble(mut f: Flow, handshake: bool) -> Flow {
 }
 
 /// 30 fps video: frames of 1–4 packets of 600–1200 bytes, back to back.
-fn video_frames(secs: u64, seed: u64) -> Vec<Frame> {
+pub(crate) fn video_frames(secs: u64, seed: u64) -> Vec<Frame> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = Vec::new();
     let frames = secs * 30;
@@ -488,6 +491,7 @@ pub fn call_variants(secs: u64) -> Vec<Flow> {
     let mut rtcp = vbr;
     rtcp.rtcp_every_ms = Some(500);
     v.push(call("opaque media with rtcp", Transport::Udp, &rtcp, s, c));
+    v.extend(crate::calls::low_rate_calls(secs));
     v
 }
 
@@ -510,6 +514,36 @@ pub fn decoys(secs: u64) -> Vec<Flow> {
     }
     let total = Duration::from_secs(secs);
     let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
+
+    // A 30 Hz game whose client and server both send state that varies
+    // with the action: the tick lands in the 30 ms voice bucket, the
+    // sizes spread over many.
+    let (s, c) = p.next();
+    let mut g30 = flow("game 30 Hz, varying state both ways", Transport::Udp, s, c);
+    for i in 0..30 * secs {
+        let at = i as f64 * 1000.0 / 30.0;
+        let (up, down) = (rng.random_range(30..420), rng.random_range(80..1200));
+        g30.up.push(Frame { at: ms(at + rng.random_range(0.0..1.5)), payload: random_bytes(&mut rng, up) });
+        g30.down.push(Frame { at: ms(at + 8.0 + rng.random_range(0.0..1.5)), payload: random_bytes(&mut rng, down) });
+    }
+    v.push(g30);
+
+    // Cloud gaming: 60 fps video down (a frame of 6-14 MTU-sized packets
+    // every 16.7 ms), and a steady controller-input stream up at 100 Hz
+    // (one 10 ms voice stream's cadence, size and rate).
+    let (s, c) = p.next();
+    let mut cloud = flow("cloud gaming: video down, input up", Transport::Udp, s, c);
+    for i in 0..60 * secs {
+        let t = i as f64 * 1000.0 / 60.0 + rng.random_range(0.0..1.0);
+        for k in 0..rng.random_range(6..=14u32) {
+            let n = rng.random_range(1100..=1300);
+            cloud.down.push(Frame { at: ms(t + f64::from(k) * 0.05), payload: random_bytes(&mut rng, n) });
+        }
+    }
+    for i in 0..100 * secs {
+        cloud.up.push(Frame { at: ms(i as f64 * 10.0 + rng.random_range(0.0..0.6)), payload: random_bytes(&mut rng, 52) });
+    }
+    v.push(cloud);
 
     // A peer-to-peer game with rollback netcode: both peers send their
     // inputs every 60 Hz frame, small and alike both ways — a 16.7 ms

@@ -64,7 +64,8 @@ fn tcp(f: &Flow, t0: u64, out: &mut Vec<Timed>) {
     let mut cli = Side { spec: FrameSpec::tcp(c, s), seq: 1_000 };
     let mut srv = Side { spec: FrameSpec::tcp(s, c), seq: 500_000 };
     // Handshake 1 ms before the first frame.
-    let hs = t0.saturating_sub(1_000_000);
+    let first = f.up.iter().chain(&f.down).map(|fr| fr.at.as_nanos() as u64).min().unwrap_or(0);
+    let hs = (t0 + first).saturating_sub(1_000_000);
     out.push(seg(&mut cli, 0, hs, &[], TcpFields { syn: true, ..Default::default() }));
     let ack_c = cli.seq;
     out.push(seg(&mut srv, ack_c, hs + 100_000, &[], TcpFields { syn: true, ..Default::default() }));

@@ -19,10 +19,21 @@
 //!   while the other spoke or stayed quiet, once both sides have spoken.
 //!   Caught whatever the transport (UDP, TCP payload segments), padding or
 //!   encryption.
+//!
+//! Two more judgements serve the controller's sessions:
+//! - **Legs** ([`Classifier::leg`]): a conversation where one side speaks
+//!   and the other stays silent. Apps that relay a call through two
+//!   addresses (send to one, receive from the other, on one socket) show
+//!   two such legs; the controller pairs them at their shared socket.
+//! - **Held evidence** ([`Classifier::held`]): once a host's call is found,
+//!   a new conversation of that host is the call coming back (a new port,
+//!   relay or transport) on much lighter evidence than a first verdict
+//!   needs: media headers in sequence, or a fraction of a second of voice
+//!   cadence in a conversation whose other side is silent or speaks alike.
 
 use voipdetect_common::flow::PROTO_TCP;
 
-use crate::{key::proto_name, window::DirWindow};
+use crate::{event::Basis, key::proto_name, window::DirWindow};
 
 /// Every number the classifier decides by.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +121,20 @@ pub struct Thresholds {
     /// Shortest window over which structural hints (STUN/DTLS/RTCP seen)
     /// let a voice-shaped conversation be called early.
     pub hinted_min_span_s: f64,
+    /// Under suspicion (a new conversation of a host whose call was found
+    /// within `hold`), in-sequence media headers needed: two already rule
+    /// out chance (see `rtp_min_in_seq`) when the host is known to be in a
+    /// call, and a relay's first media packets arrive in a trickle.
+    pub held_rtp_in_seq: u32,
+    /// Under suspicion, payload packets a direction needs before its
+    /// cadence counts: five packets are four gaps, 80 ms of 20 ms voice,
+    /// 120 ms of 30 ms audio over TCP.
+    pub held_min_packets: u32,
+    /// Under suspicion, the share of those gaps that must fall in one
+    /// packetisation bucket. Higher than `min_cadence_share` because there
+    /// are few gaps; the burst, size and rate tests stay as they are, so a
+    /// game or a web page the host opens meanwhile still fails them.
+    pub held_min_cadence_share: f64,
 }
 
 impl Default for Thresholds {
@@ -139,6 +164,9 @@ impl Default for Thresholds {
             one_way_ended_s: 0.5,
             hinted_min_span_s: 0.5,
             min_packets_tracked: 3,
+            held_rtp_in_seq: 2,
+            held_min_packets: 5,
+            held_min_cadence_share: 0.6,
         }
     }
 }
@@ -147,9 +175,21 @@ impl Default for Thresholds {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finding {
     /// Two-way real-time media.
-    Call { reason: String },
-    /// Media in one direction only: `dir` (0 for the canonical direction) sends.
+    Call { reason: String, basis: Basis },
+    /// Media in one direction only: `dir` (0 for the canonical direction)
+    /// sends. Always found by its media headers.
     OneWay { dir: usize, reason: String },
+}
+
+/// One side speaking, the other silent, over a whole window: half of a
+/// call that is relayed through two addresses, or a one-way stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Leg {
+    /// The direction (0 canonical, 1 reverse) that speaks.
+    pub sender: usize,
+    pub pps: f64,
+    pub cadence_ms: u32,
+    pub mean_size: f64,
 }
 
 /// What one complete window looked like.
@@ -225,7 +265,7 @@ impl Classifier {
         }
         let is_rtp = |d| rtp(d, t);
         match (is_rtp(dirs[0]), is_rtp(dirs[1])) {
-            (Some(a), Some(b)) => return Some(Finding::Call { reason: rtp_reason(proto, a, Some(b)) }),
+            (Some(a), Some(b)) => return Some(Finding::Call { reason: rtp_reason(proto, a, Some(b)), basis: Basis::Rtp }),
             (Some(_), None) | (None, Some(_)) => {
                 let m = usize::from(is_rtp(dirs[0]).is_none());
                 let media = dirs[m]?;
@@ -233,7 +273,7 @@ impl Classifier {
                 return Some(if reverse <= t.one_way_max_reverse {
                     Finding::OneWay { dir: m, reason: rtp_reason(proto, media, None) }
                 } else {
-                    Finding::Call { reason: rtp_reason(proto, media, dirs[1 - m]) }
+                    Finding::Call { reason: rtp_reason(proto, media, dirs[1 - m]), basis: Basis::Rtp }
                 });
             }
             (None, None) => {}
@@ -243,7 +283,8 @@ impl Classifier {
         if hints.any() && a.span_s.min(b.span_s) >= t.hinted_min_span_s {
             let (ka, kb) = (self.kind(a), self.kind(b));
             if media_pair(ka, kb, t) {
-                return Some(Finding::Call { reason: format!("{} then {}", hints.describe(), kind_reason(proto, ka, kb)) });
+                let reason = format!("{} then {}", hints.describe(), kind_reason(proto, ka, kb));
+                return Some(Finding::Call { reason, basis: Basis::Handshake });
             }
         }
         None
@@ -262,6 +303,78 @@ impl Classifier {
             (DirKind::Quiet { .. }, DirKind::Quiet { .. }) => WindowJudgement::Hold,
             _ => WindowJudgement::Other,
         }
+    }
+
+    /// A complete window in which one side spoke and the other stayed
+    /// silent (nothing, comfort noise, or a keep-alive or two).
+    pub fn leg(&self, dirs: [Option<&DirWindow>; 2]) -> Option<Leg> {
+        let silent = |d: Option<&DirWindow>| {
+            d.is_none_or(|d| d.packets <= self.t.one_way_max_reverse || matches!(self.kind(d), DirKind::Quiet { .. }))
+        };
+        (0..2).find_map(|sender| {
+            let d = dirs[sender]?;
+            match self.kind(d) {
+                DirKind::Voice { pps, cadence_ms, mean_size } if silent(dirs[1 - sender]) => {
+                    Some(Leg { sender, pps, cadence_ms, mean_size })
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// The lighter evidence that a new conversation of a host under
+    /// suspicion carries the host's call. `rtp_seen` are the in-sequence
+    /// media headers each direction has shown since it began.
+    pub fn held(&self, proto: u8, dirs: [Option<&DirWindow>; 2], rtp_seen: [u32; 2]) -> Option<String> {
+        let t = &self.t;
+        if let Some(m) = (0..2).find(|&i| rtp_seen[i] >= t.held_rtp_in_seq) {
+            let d = dirs[m].map_or_else(|| "rtp".to_owned(), |d| rtp_reason(proto, d, None));
+            return Some(format!("{d}, {} media headers in sequence", rtp_seen[m]));
+        }
+        let voice = |d: &DirWindow| self.light_voice(d);
+        let ready = |d: Option<&DirWindow>| d.is_some_and(|d| d.packets >= t.held_min_packets);
+        let speaking: Vec<usize> = (0..2).filter(|&i| ready(dirs[i])).collect();
+        match speaking.as_slice() {
+            // One side with enough packets: it must sound like voice, and
+            // the other may not yet say anything against it.
+            [i] => {
+                let d = dirs[*i]?;
+                let ms = voice(d)?;
+                Some(format!("{} {:.0} {} one side, {ms} ms, {:.0} B", proto_name(proto), d.pps(), unit(proto), d.mean_size()))
+            }
+            // Both sides: both must.
+            [_, _] => {
+                let (a, b) = (dirs[0]?, dirs[1]?);
+                let (ma, mb) = (voice(a)?, voice(b)?);
+                (ratio(a.mean_size(), b.mean_size()) <= t.max_size_ratio).then(|| {
+                    let cad = if ma == mb { format!("{ma} ms") } else { format!("{ma}/{mb} ms") };
+                    format!(
+                        "{} {}, {cad}, {}",
+                        proto_name(proto),
+                        pair(a.pps(), b.pps(), unit(proto), true),
+                        pair(a.mean_size(), b.mean_size(), "B", false)
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A direction's first packets under suspicion: the voice tests with
+    /// fewer gaps. Returns the packetisation interval.
+    fn light_voice(&self, d: &DirWindow) -> Option<u32> {
+        let t = &self.t;
+        let (ms, share) = d.cadence()?;
+        let fastest = d.fastest_cadence(t.rate_cadence_min_share)?;
+        // Gaps per second rather than packets: over a few packets, N
+        // packets span N - 1 gaps, and a count would look 25 % too fast.
+        let rate = if d.span_s > 0.0 { f64::from(d.gaps()) * (1.0 - d.gap_share(0)) / d.span_s } else { 0.0 };
+        (share >= t.held_min_cadence_share
+            && d.gap_share(0) <= t.max_burst_share
+            && d.size_stability() >= t.min_size_stability
+            && d.mean_size() <= t.max_mean_size
+            && rate <= 1000.0 / f64::from(fastest) * t.max_rate_over_cadence)
+            .then_some(ms)
     }
 
     /// How a direction behaved.
@@ -312,7 +425,7 @@ fn media_pair(a: DirKind, b: DirKind, t: &Thresholds) -> bool {
 }
 
 /// max/min of two positive numbers (infinite when one is zero).
-fn ratio(a: f64, b: f64) -> f64 {
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
     if lo > 0.0 { hi / lo } else { f64::INFINITY }
 }
@@ -322,7 +435,7 @@ fn unit(proto: u8) -> &'static str {
 }
 
 /// "50 pps each way" when the two are within 10 %, else "50/33 pps".
-fn pair(a: f64, b: f64, suffix: &str, each_way: bool) -> String {
+pub(crate) fn pair(a: f64, b: f64, suffix: &str, each_way: bool) -> String {
     let close = (a - b).abs() <= 0.1 * a.max(b);
     match (close, each_way) {
         (true, true) => format!("{:.0} {suffix} each way", (a + b) / 2.0),

@@ -36,6 +36,8 @@ pub struct Settings {
     pub window: Duration,
     pub ttl: Duration,
     pub idle_timeout: Duration,
+    /// How long a call's host stays under suspicion after its last packet.
+    pub hold: Duration,
     pub block_one_way: bool,
     pub flow_entries: u32,
     pub block_entries: u32,
@@ -68,6 +70,7 @@ impl Default for Settings {
             window: Duration::from_nanos(c.window_ns),
             ttl: Duration::from_nanos(c.ttl_ns),
             idle_timeout: Duration::from_nanos(c.idle_ns),
+            hold: Duration::from_nanos(c.hold_ns),
             block_one_way: false,
             flow_entries: DEFAULT_FLOW_ENTRIES,
             block_entries: DEFAULT_BLOCK_ENTRIES,
@@ -101,6 +104,9 @@ pub struct DetectFlags {
     /// Forget conversations idle this long [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// After a call's last packet, how long its host stays under suspicion (and, in block mode, its socket and relays held) [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub hold: Option<Duration>,
 }
 
 /// The flags of `voipdetect run`; each overrides the configuration file.
@@ -169,6 +175,9 @@ impl DetectFlags {
         if let Some(v) = self.idle_timeout {
             s.idle_timeout = v;
         }
+        if let Some(v) = self.hold {
+            s.hold = v;
+        }
     }
 }
 
@@ -182,6 +191,7 @@ struct File {
     window: Option<String>,
     ttl: Option<String>,
     idle_timeout: Option<String>,
+    hold: Option<String>,
     block_one_way: Option<bool>,
     pin_dir: Option<String>,
     keep_attached: Option<bool>,
@@ -233,6 +243,9 @@ struct ThresholdFile {
     windows_needed: Option<u32>,
     rtp_min_in_seq: Option<u32>,
     rtp_min_pps: Option<f64>,
+    held_rtp_in_seq: Option<u32>,
+    held_min_packets: Option<u32>,
+    held_min_cadence_share: Option<f64>,
     one_way_max_reverse: Option<u32>,
     one_way_settle_s: Option<f64>,
     one_way_ended_s: Option<f64>,
@@ -338,6 +351,7 @@ impl Settings {
         dur("window", f.window, &mut self.window)?;
         dur("ttl", f.ttl, &mut self.ttl)?;
         dur("idle_timeout", f.idle_timeout, &mut self.idle_timeout)?;
+        dur("hold", f.hold, &mut self.hold)?;
         if let Some(v) = f.block_one_way {
             self.block_one_way = v;
         }
@@ -400,6 +414,9 @@ impl Settings {
                 windows_needed,
                 rtp_min_in_seq,
                 rtp_min_pps,
+                held_rtp_in_seq,
+                held_min_packets,
+                held_min_cadence_share,
                 one_way_max_reverse,
                 one_way_settle_s,
                 one_way_ended_s,
@@ -431,6 +448,7 @@ impl Settings {
             ("min_cadence_share", t.min_cadence_share),
             ("max_burst_share", t.max_burst_share),
             ("min_size_stability", t.min_size_stability),
+            ("held_min_cadence_share", t.held_min_cadence_share),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(key_err(&format!("thresholds.{k}"), format!("{v} is not a share between 0 and 1")));
@@ -451,8 +469,11 @@ impl Settings {
         if t.min_pps >= t.max_pps {
             return Err(key_err("thresholds.min_pps", format!("{} must be below max_pps ({})", t.min_pps, t.max_pps)));
         }
-        if t.windows_needed == 0 || t.rtp_min_in_seq == 0 {
-            return Err(key_err("thresholds", "windows_needed and rtp_min_in_seq must be at least 1"));
+        if t.windows_needed == 0 || t.rtp_min_in_seq == 0 || t.held_rtp_in_seq == 0 || t.held_min_packets < 3 {
+            return Err(key_err(
+                "thresholds",
+                "windows_needed, rtp_min_in_seq and held_rtp_in_seq must be at least 1, held_min_packets at least 3",
+            ));
         }
         Ok(())
     }
@@ -463,6 +484,8 @@ impl Settings {
             window_ns: ns(self.window),
             ttl_ns: ns(self.ttl),
             idle_ns: ns(self.idle_timeout).max(NS_PER_SEC),
+            hold_ns: ns(self.hold),
+            session_salt: 0,
             block_one_way: self.block_one_way,
             thresholds: self.thresholds.clone(),
             allowlist: self.allowlist.clone(),

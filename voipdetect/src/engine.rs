@@ -15,7 +15,7 @@ use voipdetect_common::{
 
 use crate::{
     controller::{Config, Controller},
-    event::{Command, Event, EventKind, Label},
+    event::{Basis, Command, Event, EventKind, Label, SessionId},
 };
 
 /// What a replay reports about one conversation.
@@ -32,12 +32,26 @@ pub struct ConvSummary {
     /// Capture time of the first verdict.
     pub detected_at_ns: Option<u64>,
     pub label: Option<Label>,
+    pub basis: Option<Basis>,
     pub reason: Option<String>,
+    /// The call's session, when it was called.
+    pub session: Option<SessionId>,
 }
 
 impl ConvSummary {
     fn empty(key: FlowKey, first_seen_ns: u64, last_seen_ns: u64) -> Self {
-        Self { key, first_seen_ns, last_seen_ns, packets: 0, bytes: 0, detected_at_ns: None, label: None, reason: None }
+        Self {
+            key,
+            first_seen_ns,
+            last_seen_ns,
+            packets: 0,
+            bytes: 0,
+            detected_at_ns: None,
+            label: None,
+            basis: None,
+            reason: None,
+            session: None,
+        }
     }
 }
 
@@ -138,8 +152,10 @@ impl Engine {
             // A later verdict upgrades one-way media to a call.
             if s.label != Some(Label::Voip) {
                 s.label = Some(e.label);
+                s.basis = Some(e.basis);
                 s.reason = Some(e.reason.clone());
             }
+            s.session = Some(e.session);
         }
         self.events.extend(events);
     }
@@ -217,18 +233,18 @@ mod tests {
 
     use crate::{
         controller::Config,
-        event::{Action, EventKind, Label, Mode},
+        event::{Action, Basis, EventKind, Label, Mode},
         testutil::{T0, events},
     };
 
     const SECS: u64 = 8;
 
     /// Seconds to the first verdict on `f`, and its label and reason.
-    fn verdict(f: &Flow) -> Option<(f64, Label, String)> {
+    fn verdict(f: &Flow) -> Option<(f64, Label, Basis, String)> {
         events(std::slice::from_ref(f), Config::default())
             .into_iter()
             .find(|e| e.kind == EventKind::Verdict)
-            .map(|e| ((e.at_ns - T0) as f64 / 1e9, e.label, e.reason))
+            .map(|e| ((e.at_ns - T0) as f64 / 1e9, e.label, e.basis, e.reason))
     }
 
     #[test]
@@ -237,10 +253,16 @@ mod tests {
         for f in pattern::call_variants(SECS) {
             let v = verdict(&f);
             report.push(format!("{:<40} {v:?}", f.name));
-            let Some((t, label, reason)) = v else { continue };
+            let Some((t, label, basis, reason)) = v else { continue };
             assert_eq!(label, Label::Voip, "{}: {reason}", f.name);
-            let structured = reason.starts_with("rtp") || reason.contains("stun") || reason.contains("rtcp");
-            let limit = if structured { 1.0 } else { 3.0 };
+            let structured = matches!(basis, Basis::Rtp | Basis::Handshake);
+            // Under silence suppression an opaque call is a call once both
+            // sides have spoken: the first talk spurt may last 4 s.
+            let limit = match (structured, f.name.contains("silence suppression")) {
+                (true, _) => 1.0,
+                (false, false) => 3.0,
+                (false, true) => 5.0,
+            };
             assert!(t <= limit, "{}: called after {t:.2} s (limit {limit} s): {reason}", f.name);
         }
         eprintln!("{}", report.join("\n"));
@@ -259,10 +281,51 @@ mod tests {
     fn encapsulated_media_is_called_by_structure() {
         for (variant, reason_start) in [("rtp behind zoom's media headers", "rtp ssrc="), ("iax2 mini frames", "iax2 call=")] {
             let f = pattern::call_variants(SECS).into_iter().find(|f| f.name == variant).expect("the variant exists");
-            let (t, label, reason) = verdict(&f).expect("a verdict");
-            assert_eq!(label, Label::Voip, "{variant}");
+            let (t, label, basis, reason) = verdict(&f).expect("a verdict");
+            assert_eq!((label, basis), (Label::Voip, Basis::Rtp), "{variant}");
             assert!(reason.starts_with(reason_start) && t <= 1.0, "{variant}: called after {t:.2} s: {reason}");
         }
+    }
+
+    /// Calls spread over several conversations (split relays, relay
+    /// changes, port hops, a fallback to TCP): every leg is called, all of
+    /// a call's legs are one session, and a leg that joins a call already
+    /// found is called within half a second of its first packet.
+    #[test]
+    fn calls_spread_over_conversations_are_one_session_each() {
+        use voipdetect_traffic::{addrs, calls};
+
+        use crate::key::parse_flow;
+        let mut failures = Vec::new();
+        for call in calls::session_calls(12) {
+            let captured = calls::as_captured(&call);
+            let events = events(&captured.legs, Config::default());
+            let verdicts: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Verdict && e.label == Label::Voip).collect();
+            let sessions: std::collections::BTreeSet<_> = verdicts.iter().map(|e| e.session).collect();
+            let first_verdict = verdicts.iter().map(|e| e.at_ns).min().unwrap_or(u64::MAX);
+            for leg in &captured.legs {
+                let (c, s) = addrs::of(leg);
+                let key = parse_flow(leg.transport.as_str(), &c.to_string(), &s.to_string()).unwrap().canonical();
+                let start = T0 + leg.up.iter().chain(&leg.down).map(|f| f.at).min().unwrap().as_nanos() as u64;
+                match verdicts.iter().find(|e| e.key.canonical() == key) {
+                    None => failures.push(format!("{}: not called", leg.name)),
+                    Some(e) => {
+                        let after = (e.at_ns.saturating_sub(start.max(first_verdict))) as f64 / 1e9;
+                        eprintln!("{:<40} {:>5.2} s after it could be, {:?}: {}", leg.name, after, e.basis, e.reason);
+                        if start > first_verdict && after > 0.5 {
+                            failures.push(format!("{}: joined its call {after:.2} s after its first packet", leg.name));
+                        }
+                    }
+                }
+            }
+            if sessions.len() != 1 {
+                failures.push(format!("{}: {} sessions", call.name, sessions.len()));
+            }
+            if let Some(last) = verdicts.last() {
+                assert!(last.conversations.len() >= captured.legs.len(), "{}: {:?}", call.name, last.conversations);
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ([`Command`]). Reports, metrics, outputs and the configuration speak it
 //! without depending on the controller itself.
 
-use voipdetect_common::{BlockEntry, FlowKey};
+use voipdetect_common::{BlockEntry, FlowKey, HoldEntry, HoldKey};
 
 /// Report only, or also block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -56,6 +56,49 @@ pub enum Label {
     Media,
 }
 
+/// What a verdict rests on: a label with few values for metrics and
+/// reports, so nothing has to parse reason strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Basis {
+    /// Media headers in sequence (RTP, RTP framed in another layer, IAX2).
+    Rtp,
+    /// A media session's set-up (STUN, DTLS, RTCP), then voice-shaped packets.
+    Handshake,
+    /// Voice windows in a row, by behaviour alone.
+    Behaviour,
+    /// A video stream with voice or video the other way.
+    Video,
+    /// One socket sending voice to one peer and receiving voice from another.
+    Session,
+    /// A new conversation of a host or socket whose call was just found,
+    /// on lighter evidence.
+    Held,
+}
+
+impl Basis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Rtp => "rtp",
+            Basis::Handshake => "handshake",
+            Basis::Behaviour => "behaviour",
+            Basis::Video => "video",
+            Basis::Session => "session",
+            Basis::Held => "held",
+        }
+    }
+}
+
+/// A session's stable id: 48 bits, shown as 12 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:012x}", self.0 & 0xffff_ffff_ffff)
+    }
+}
+
 /// A verdict or its release.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -67,7 +110,12 @@ pub struct Event {
     pub ifindex: u32,
     pub label: Label,
     pub action: Action,
+    pub basis: Basis,
     pub reason: String,
+    /// The session (the call) this conversation belongs to...
+    pub session: SessionId,
+    /// ...and every conversation the session spans so far (canonical keys).
+    pub conversations: Vec<FlowKey>,
     /// Payload packets per second, both directions together.
     pub pps: f64,
     /// Mean payload size over both directions.
@@ -96,6 +144,11 @@ pub enum Command {
     Unblock { keys: [FlowKey; 2] },
     /// Forget idle flows.
     Forget { keys: [FlowKey; 2] },
+    /// Drop new conversations matching `key` from their first packet
+    /// until `entry.expires_ns` (block mode, while a call's session lasts).
+    Hold { key: HoldKey, entry: HoldEntry },
+    /// End a hold.
+    Unhold { key: HoldKey },
 }
 
 /// Events and commands produced by one poll.

@@ -1,5 +1,6 @@
 //! The flow key as people read and write it: addresses, "ip:port"
-//! endpoints, protocol names, and the "udp A:P B:Q" form operators type.
+//! endpoints, protocol names, and the "udp A:P B:Q" form operators type;
+//! and a conversation's two ends as [`Socket`]s and [`Host`]s.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -36,6 +37,61 @@ pub fn proto_name(proto: u8) -> &'static str {
         PROTO_TCP => "tcp",
         PROTO_UDP => "udp",
         _ => "other",
+    }
+}
+
+/// One end of a conversation: an address, a port and a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Socket {
+    pub family: u8,
+    pub proto: u8,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// One machine: an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Host {
+    pub family: u8,
+    pub addr: [u8; 16],
+}
+
+impl Socket {
+    /// The sending (`src`) or receiving end of a key.
+    pub fn of(key: &FlowKey, src: bool) -> Self {
+        Self { family: key.family, proto: key.proto, port: port(key, src), addr: if src { key.src } else { key.dst } }
+    }
+
+    pub fn host(&self) -> Host {
+        Host { family: self.family, addr: self.addr }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        Host { family: self.family, addr: self.addr }.ip()
+    }
+}
+
+impl std::fmt::Display for Socket {
+    /// "udp 192.0.2.2:40000".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", proto_name(self.proto), SocketAddr::new(self.ip(), self.port))
+    }
+}
+
+impl Host {
+    pub fn ip(&self) -> IpAddr {
+        let a = self.addr;
+        if self.family == FAMILY_V4 { IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])) } else { IpAddr::V6(Ipv6Addr::from(a)) }
+    }
+
+    /// Whether the address is one a user's device has on a gateway's
+    /// inside: private (RFC 1918), shared (RFC 6598, carrier-grade NAT),
+    /// link-local, or IPv6 unique-local (RFC 4193) or link-local.
+    pub fn looks_inside(&self) -> bool {
+        match self.ip() {
+            IpAddr::V4(a) => a.is_private() || a.is_link_local() || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64),
+            IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80,
+        }
     }
 }
 
@@ -90,5 +146,22 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
         assert_eq!(proto_name(1), "other");
+    }
+
+    #[test]
+    fn sockets_and_where_hosts_live() {
+        let k = parse_flow("udp", "10.1.2.3:40000", "198.51.100.2:3478").unwrap();
+        let (a, b) = (Socket::of(&k, true), Socket::of(&k, false));
+        assert_eq!((a.to_string(), b.to_string()), ("udp 10.1.2.3:40000".to_owned(), "udp 198.51.100.2:3478".to_owned()));
+        assert_eq!(Socket::of(&k.reversed(), false), a);
+        assert!(a.host().looks_inside() && !b.host().looks_inside());
+        for inside in ["[fd00::1]:1", "[fe80::1]:1", "100.64.0.1:1", "169.254.1.1:1", "192.168.1.1:1", "172.16.0.1:1"] {
+            let k = parse_flow("udp", inside, inside).unwrap();
+            assert!(Socket::of(&k, true).host().looks_inside(), "{inside}");
+        }
+        for outside in ["[2001:db8::1]:1", "100.128.0.1:1", "192.0.2.2:1", "8.8.8.8:1"] {
+            let k = parse_flow("udp", outside, outside).unwrap();
+            assert!(!Socket::of(&k, true).host().looks_inside(), "{outside}");
+        }
     }
 }

@@ -29,6 +29,14 @@ struct VerdictLabels {
     action: &'static str,
 }
 
+/// Counts of what the controller tracks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tracked {
+    pub conversations: usize,
+    pub sessions: usize,
+    pub blocked: usize,
+}
+
 /// Every metric, cheap to clone into the poll loop.
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,23 +45,11 @@ pub struct Metrics {
     verdicts: Family<VerdictLabels, Counter>,
     flows: Gauge,
     conversations: Gauge,
+    sessions: Gauge,
     blocked: Gauge,
     poll_seconds: Gauge<f64, AtomicU64>,
     map_fill: Gauge<f64, AtomicU64>,
     last: Arc<Mutex<Stats>>,
-}
-
-/// What a verdict was based on, for a label with few values.
-pub fn basis(reason: &str) -> &'static str {
-    if reason.starts_with("rtp") {
-        "rtp"
-    } else if reason.contains(" then ") {
-        "handshake"
-    } else if reason.contains("video") {
-        "video"
-    } else {
-        "behaviour"
-    }
 }
 
 impl Default for Metrics {
@@ -71,6 +67,7 @@ impl Metrics {
             verdicts: Family::default(),
             flows: Gauge::default(),
             conversations: Gauge::default(),
+            sessions: Gauge::default(),
             blocked: Gauge::default(),
             poll_seconds: Gauge::default(),
             map_fill: Gauge::default(),
@@ -80,6 +77,7 @@ impl Metrics {
         r.register("verdicts", "Verdicts made, by kind, basis and action", m.verdicts.clone());
         r.register("flows_tracked", "Direction-flows in the kernel flow table", m.flows.clone());
         r.register("conversations", "Conversations the controller keeps state for", m.conversations.clone());
+        r.register("sessions", "Call sessions the controller keeps: calls, and hosts still held after one", m.sessions.clone());
         r.register("blocked_conversations", "Conversations blocked now", m.blocked.clone());
         r.register("poll_duration_seconds", "Duration of the latest poll", m.poll_seconds.clone());
         r.register("flow_table_fill_ratio", "Tracked direction-flows over the flow table's capacity", m.map_fill.clone());
@@ -88,7 +86,8 @@ impl Metrics {
     }
 
     /// Updates after a poll.
-    pub fn poll(&self, stats: &Stats, flows: usize, capacity: u32, conversations: usize, blocked: usize, seconds: f64) {
+    /// What the controller tracks after a poll.
+    pub fn poll(&self, stats: &Stats, flows: usize, capacity: u32, tracked: Tracked, seconds: f64) {
         if let Ok(mut last) = self.last.lock() {
             let d = stats.since(&last);
             for s in Stat::ALL {
@@ -97,8 +96,9 @@ impl Metrics {
             *last = stats.clone();
         }
         self.flows.set(flows as i64);
-        self.conversations.set(conversations as i64);
-        self.blocked.set(blocked as i64);
+        self.conversations.set(tracked.conversations as i64);
+        self.sessions.set(tracked.sessions as i64);
+        self.blocked.set(tracked.blocked as i64);
         self.poll_seconds.set(seconds);
         self.map_fill.set(flows as f64 / f64::from(capacity.max(1)));
     }
@@ -109,7 +109,7 @@ impl Metrics {
         }
         let kind = if e.label == Label::Media { "one_way" } else { "voip" };
         let action = if e.action == Action::Blocked { "blocked" } else { "reported" };
-        self.verdicts.get_or_create(&VerdictLabels { kind, basis: basis(&e.reason), action }).inc();
+        self.verdicts.get_or_create(&VerdictLabels { kind, basis: e.basis.name(), action }).inc();
     }
 
     /// The exposition text.

@@ -14,7 +14,7 @@ use voipdetect_common::FlowKey;
 
 use crate::{
     clock::rfc3339,
-    event::{Action, Event, EventKind, Label},
+    event::{Action, Basis, Event, EventKind, Label},
     key::{addr, endpoint, port, proto_name},
     report::EventRecord,
 };
@@ -64,6 +64,10 @@ pub struct CallRecord {
     pub one_way: bool,
     pub reason: String,
     pub action: Action,
+    pub basis: Basis,
+    /// The call's session, and every conversation it spans.
+    pub session: String,
+    pub conversations: Vec<String>,
 }
 
 /// The controller's writers.
@@ -98,11 +102,18 @@ impl Outputs {
         }
     }
 
+    /// "udp a:1 <-> b:2", addresses pseudonymised when asked.
+    fn conversation(&self, k: &FlowKey) -> String {
+        let (a, b) = self.endpoints(k);
+        format!("{} {a} <-> {b}", proto_name(k.proto))
+    }
+
     /// Writes one event (and a call record for a release). `wall` converts
     /// the event's clock to ns since the Unix epoch.
     pub fn event(&mut self, e: &Event, iface: &str, wall: impl Fn(u64) -> u64) -> anyhow::Result<()> {
         let mut rec = EventRecord::new(e, wall(e.at_ns), iface);
         (rec.src, rec.dst) = self.endpoints(&e.key);
+        rec.conversations = e.conversations.iter().map(|k| self.conversation(k)).collect();
         if self.json {
             serde_json::to_writer(&mut self.events, &rec)?;
             self.events.write_all(b"\n")?;
@@ -129,6 +140,9 @@ impl Outputs {
                 one_way: e.label == Label::Media,
                 reason: e.reason.clone(),
                 action: e.action,
+                basis: e.basis,
+                session: rec.session,
+                conversations: rec.conversations,
             };
             serde_json::to_writer(&mut *w, &r)?;
             w.write_all(b"\n")?;

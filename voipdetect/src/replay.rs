@@ -11,7 +11,7 @@ use crate::{
     capture::{ReadError, for_each_record, load, parse_frame},
     controller::Config,
     engine::{ConvSummary, Engine},
-    event::Label,
+    event::{Basis, Label},
     key::{conv_name, endpoint, proto_name},
     plot::Series,
 };
@@ -33,7 +33,11 @@ pub struct ConvRecord {
     pub packets: u64,
     pub bytes: u64,
     pub detected_at: Option<f64>,
+    /// What the verdict rests on (see `Basis`).
+    pub basis: Option<Basis>,
     pub reason: Option<String>,
+    /// The call's session: conversations of one call share it.
+    pub session: Option<String>,
 }
 
 /// Seconds, to the microsecond: the precision captures carry, and no
@@ -56,7 +60,9 @@ impl ConvRecord {
             packets: s.packets,
             bytes: s.bytes,
             detected_at: s.detected_at_ns.map(secs),
+            basis: s.basis,
             reason: s.reason.clone(),
+            session: s.session.map(|id| id.to_string()),
         }
     }
 }

@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use crate::{
     clock::rfc3339,
-    event::{Action, Event, EventKind, Label},
-    key::{endpoint, proto_name},
+    event::{Action, Basis, Event, EventKind, Label},
+    key::{conv_name, endpoint, proto_name},
 };
 
 /// One event as a JSON line (the `--json` format).
@@ -22,10 +22,14 @@ pub struct EventRecord<'a> {
     /// Media seen flowing one way only (`src` sends).
     pub one_way: bool,
     pub action: Action,
+    pub basis: Basis,
     pub reason: &'a str,
     pub pps: f64,
     pub mean_size: f64,
     pub duration: f64,
+    /// The call's session: a stable id, and every conversation it spans.
+    pub session: String,
+    pub conversations: Vec<String>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -44,10 +48,13 @@ impl<'a> EventRecord<'a> {
             verdict: "voip",
             one_way: e.label == Label::Media,
             action: e.action,
+            basis: e.basis,
             reason: &e.reason,
             pps: round1(e.pps),
             mean_size: round1(e.mean_size),
             duration: (e.duration_s * 1000.0).round() / 1000.0,
+            session: e.session.to_string(),
+            conversations: e.conversations.iter().map(conv_name).collect(),
         }
     }
 
@@ -59,9 +66,13 @@ impl<'a> EventRecord<'a> {
             (EventKind::Release, _) => "END  ",
         };
         let label = if self.one_way { "one-way media" } else { "voip" };
+        let spans = match self.conversations.len() {
+            0 | 1 => String::new(),
+            n => format!(", {n} conversations"),
+        };
         format!(
-            "{} {what} {} {} -> {} on {}: {label}, {} ({:.1} s)",
-            self.time, self.proto, self.src, self.dst, self.iface, self.reason, self.duration
+            "{} {what} {} {} -> {} on {}: {label}, {} ({:.1} s) [session {}{spans}]",
+            self.time, self.proto, self.src, self.dst, self.iface, self.reason, self.duration, self.session
         )
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     controller::Controller,
     datapath::{Datapath, LoadOptions, ifindex, ifname},
     event::{Command, PollOutput},
-    metrics::Metrics,
+    metrics::{Metrics, Tracked},
     outputs::{Outputs, Pseudonymizer},
     state::{self, RunState},
 };
@@ -68,7 +68,12 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     // Counting blocked conversations walks them all: only done for a scrape target.
     let serving = listener.is_some();
     let _server = listener.map(|l| tokio::spawn(metrics.clone().serve(l)));
-    let mut ctl = Controller::new(s.controller());
+    // Session ids mix in a secret of this run: they say nothing about addresses.
+    let salt = {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    };
+    let mut ctl = Controller::new(crate::controller::Config { session_salt: salt, ..s.controller() });
     let mut names = IfNames::default();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -85,7 +90,8 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                 let out = ctl.finish_poll(now);
                 apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
                 if serving {
-                    metrics.poll(&dp.stats()?, flows, s.flow_entries, ctl.conversations(), ctl.blocked(), started.elapsed().as_secs_f64());
+                    let tracked = Tracked { conversations: ctl.conversations(), sessions: ctl.sessions(), blocked: ctl.blocked() };
+                    metrics.poll(&dp.stats()?, flows, s.flow_entries, tracked, started.elapsed().as_secs_f64());
                 }
             }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
@@ -141,6 +147,8 @@ fn apply(
             Command::Block { keys, entry, .. } => dp.block(keys, *entry)?,
             Command::Unblock { keys } => dp.unblock(keys)?,
             Command::Forget { keys } => keys.iter().for_each(|k| dp.remove_flow(k)),
+            Command::Hold { key, entry } => dp.hold(key, *entry)?,
+            Command::Unhold { key } => dp.unhold(key)?,
         }
     }
     let wall = Wall::at(now_mono);

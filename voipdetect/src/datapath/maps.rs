@@ -10,8 +10,8 @@ use aya::{
 };
 use log::warn;
 use voipdetect_common::{
-    BlockEntry, Control, FlowCounters, FlowKey, Stat,
-    maps::{BLOCKLIST, CONTROL, FLOWS, STATS},
+    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, Stat,
+    maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, STATS},
 };
 
 use super::{batch, host::check_privileges};
@@ -51,6 +51,7 @@ impl Stats {
 pub struct Maps {
     pub(super) flows: HashMap<MapData, FlowKey, FlowCounters>,
     blocklist: HashMap<MapData, FlowKey, BlockEntry>,
+    holds: HashMap<MapData, HoldKey, HoldEntry>,
     stats: PerCpuArray<MapData, u64>,
     control: Array<MapData, Control>,
     /// Whether batch lookups work on this kernel (cleared on the first refusal).
@@ -74,6 +75,7 @@ impl Maps {
         Ok(Self {
             flows: HashMap::try_from(take(ebpf, FLOWS)?).context(FLOWS)?,
             blocklist: HashMap::try_from(take(ebpf, BLOCKLIST)?).context(BLOCKLIST)?,
+            holds: HashMap::try_from(take(ebpf, HOLDS)?).context(HOLDS)?,
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).context(STATS)?,
             control: Array::try_from(take(ebpf, CONTROL)?).context(CONTROL)?,
             batch_ok: std::cell::Cell::new(true),
@@ -93,6 +95,7 @@ impl Maps {
         Ok(Self {
             flows: HashMap::try_from(open(FLOWS)?).context(FLOWS)?,
             blocklist: HashMap::try_from(open(BLOCKLIST)?).context(BLOCKLIST)?,
+            holds: HashMap::try_from(open(HOLDS)?).context(HOLDS)?,
             stats: PerCpuArray::try_from(open(STATS)?).context(STATS)?,
             control: Array::try_from(open(CONTROL)?).context(CONTROL)?,
             batch_ok: std::cell::Cell::new(true),
@@ -184,12 +187,44 @@ impl Maps {
         Ok(out)
     }
 
-    /// Bumps the generation so flows re-read the blocklist. Must follow the
-    /// blocklist write (see `Control::block_gen`).
+    /// Holds `key` until `entry.expires_ns`: new flows that match it are
+    /// dropped from their first packet.
+    pub fn hold(&mut self, key: &HoldKey, entry: HoldEntry) -> anyhow::Result<()> {
+        self.holds.insert(key, entry, 0).context("writing the hold map")?;
+        self.publish()
+    }
+
+    /// Ends the hold `key`; the flows it caught pass from their next packet.
+    pub fn unhold(&mut self, key: &HoldKey) -> anyhow::Result<()> {
+        match self.holds.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("removing a hold"),
+        }
+        self.publish()
+    }
+
+    /// The holds as the kernel sees them.
+    pub fn holds(&self) -> anyhow::Result<Vec<(HoldKey, HoldEntry)>> {
+        let mut out = Vec::new();
+        for item in self.holds.iter() {
+            match item {
+                Ok(kv) => out.push(kv),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading the hold map"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bumps the generation so flows re-read the blocklist (and the holds
+    /// that caught them), with the number of holds, so that new flows look
+    /// holds up only while there are any. Must follow the map write (see
+    /// `Control`).
     fn publish(&mut self) -> anyhow::Result<()> {
         let cur = self.control.get(&0, 0).map(|c| c.block_gen).unwrap_or(0);
         let next = next_generation(cur, (monotonic_ns() / 1_000) as u32);
-        self.control.set(0, Control { block_gen: next, _pad: 0 }, 0).context("publishing the blocklist generation")
+        let holds = self.holds.keys().filter(Result::is_ok).count() as u32;
+        self.control.set(0, Control { block_gen: next, holds }, 0).context("publishing the blocklist generation")
     }
 
     /// Global counters summed over CPUs.

@@ -1,0 +1,302 @@
+//! One conversation as the controller keeps it: both directions' counters
+//! at the start of the window and at the latest poll, the run of call-like
+//! windows, the one-way leg it may be, and its verdict with its lifetime.
+
+use voipdetect_common::FlowCounters;
+
+use super::Config;
+use crate::{
+    classifier::{Classifier, Finding, Hints, Leg, WindowJudgement},
+    clock::secs,
+    event::{Action, Basis, Label, SessionId},
+    window::{DirWindow, Snap},
+};
+
+/// What the controller keeps about one direction between polls.
+#[derive(Clone, Debug)]
+pub(super) struct DirState {
+    /// Counters at the start of the current window.
+    start: Snap,
+    /// Counters at the latest poll.
+    pub(super) cur: Snap,
+    pub(super) first_seen_ns: u64,
+    pub(super) last_seen_ns: u64,
+    pub(super) ifindex: u32,
+    rtp_ssrc: u32,
+    rtp_ts_step: u16,
+    rtp_pt: u8,
+    /// In-sequence RTP packets of the previous window: structure is judged
+    /// over two windows, so a slow stream (WhatsApp sends 8 packets/s) is
+    /// not cut in half by a window edge.
+    prev_rtp_ok: u32,
+}
+
+impl DirState {
+    fn fresh(c: &FlowCounters) -> Self {
+        let mut d = Self {
+            start: Snap::default(),
+            cur: Snap::default(),
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+            ifindex: c.ifindex,
+            rtp_ssrc: 0,
+            rtp_ts_step: 0,
+            rtp_pt: 0,
+            prev_rtp_ok: 0,
+        };
+        d.read(c);
+        d
+    }
+
+    fn read(&mut self, c: &FlowCounters) {
+        self.cur = Snap::of(c);
+        self.first_seen_ns = c.first_seen_ns;
+        self.last_seen_ns = c.last_seen_ns;
+        self.rtp_ssrc = c.rtp_ssrc;
+        self.rtp_ts_step = c.rtp_ts_step;
+        self.rtp_pt = c.rtp_pt;
+    }
+}
+
+/// A verdict in force.
+#[derive(Clone, Debug)]
+pub(super) struct ActiveVerdict {
+    pub(super) label: Label,
+    pub(super) action: Action,
+    pub(super) basis: Basis,
+    pub(super) reason: String,
+    pub(super) pps: f64,
+    pub(super) mean_size: f64,
+    /// One-way media: the direction (0 canonical, 1 reverse) that sends.
+    pub(super) sender: Option<usize>,
+    pub(super) expires_ns: u64,
+    /// Latest packet time (either direction, dropped ones included) seen.
+    pub(super) last_activity_ns: u64,
+}
+
+/// What [`Conv::upkeep`] did to the verdict.
+pub(super) enum Upkeep {
+    /// Nothing to tell.
+    None,
+    /// Extended while the conversation goes on.
+    Refreshed,
+    /// Expired: the conversation was quiet for the whole TTL.
+    Released(Box<ActiveVerdict>),
+}
+
+/// One-way voice windows in a row.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LegRun {
+    pub(super) leg: Option<Leg>,
+    pub(super) streak: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Conv {
+    /// [canonical direction, reverse direction], boxed: most
+    /// conversations (scans, floods, lookups) only ever have one.
+    pub(super) dirs: [Option<Box<DirState>>; 2],
+    pub(super) win_start_ns: u64,
+    /// Consecutive call-like windows, and which sides spoke during them.
+    streak: u32,
+    talked: [bool; 2],
+    /// STUN/DTLS/RTCP seen so far in this conversation.
+    pub(super) hints: Hints,
+    /// Reason and basis of the latest call-like window.
+    reason: Option<(Box<str>, Basis)>,
+    pub(super) verdict: Option<Box<ActiveVerdict>>,
+    /// Created during the poll in progress. Its first window starts at the
+    /// earliest first packet of the directions seen in that poll, whichever
+    /// the map happened to list first.
+    pub(super) fresh: bool,
+    pub(super) leg: LegRun,
+    /// The session this conversation belongs to, from its first verdict on.
+    pub(super) session: Option<SessionId>,
+    /// Payload rate and mean size of both directions in the latest window.
+    pub(super) totals: (f64, f64),
+}
+
+impl Conv {
+    pub(super) fn new(first_seen_ns: u64) -> Self {
+        Self {
+            dirs: [None, None],
+            win_start_ns: first_seen_ns,
+            streak: 0,
+            talked: [false; 2],
+            hints: Hints::default(),
+            reason: None,
+            verdict: None,
+            fresh: true,
+            leg: LegRun::default(),
+            session: None,
+            totals: (0.0, 0.0),
+        }
+    }
+
+    /// Records direction `idx`'s counters as read in this poll.
+    pub(super) fn observe(&mut self, idx: usize, c: &FlowCounters) {
+        if self.fresh {
+            self.win_start_ns = self.win_start_ns.min(c.first_seen_ns);
+        }
+        match &mut self.dirs[idx] {
+            Some(d) if d.first_seen_ns == c.first_seen_ns => d.read(c),
+            // New direction, or the kernel evicted and recreated the entry:
+            // its counters restarted from zero.
+            slot => *slot = Some(Box::new(DirState::fresh(c))),
+        }
+    }
+
+    pub(super) fn last_activity(&self) -> u64 {
+        self.dirs.iter().flatten().map(|d| d.last_seen_ns).max().unwrap_or(0)
+    }
+
+    pub(super) fn first_seen(&self) -> u64 {
+        self.dirs.iter().flatten().map(|d| d.first_seen_ns).min().unwrap_or(0)
+    }
+
+    /// Index of the direction whose first packet came first.
+    pub(super) fn initiator(&self) -> usize {
+        match &self.dirs {
+            [Some(a), Some(b)] if b.first_seen_ns < a.first_seen_ns => 1,
+            [None, Some(_)] => 1,
+            _ => 0,
+        }
+    }
+
+    /// Whether a call may still be found here: no verdict yet, or only
+    /// one-way media (the other side may start talking).
+    pub(super) fn undecided(&self) -> bool {
+        self.verdict.as_ref().is_none_or(|v| v.label == Label::Media)
+    }
+
+    /// In-sequence media headers each direction has shown since it began
+    /// (the kernel's 16-bit counters, which the controller sees long
+    /// before they wrap).
+    pub(super) fn rtp_seen(&self) -> [u32; 2] {
+        self.dirs.each_ref().map(|d| d.as_ref().map_or(0, |d| u32::from(d.cur.rtp_ok)))
+    }
+
+    /// Both directions' activity in the window so far.
+    pub(super) fn windows(&self, now_ns: u64) -> [Option<DirWindow>; 2] {
+        self.dirs.each_ref().map(|d| {
+            d.as_ref().map(|d| {
+                let from = self.win_start_ns.max(d.first_seen_ns);
+                let span = secs(now_ns.saturating_sub(from));
+                let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt);
+                w.rtp_ok += d.prev_rtp_ok;
+                w
+            })
+        })
+    }
+
+    /// Structural evidence in the window so far (see `Classifier::early`),
+    /// with one-way media held back until the stream has settled.
+    pub(super) fn early(
+        &self,
+        cfg: &Config,
+        classifier: &Classifier,
+        proto: u8,
+        dirs: [Option<&DirWindow>; 2],
+        now_ns: u64,
+    ) -> Option<Finding> {
+        if !self.undecided() {
+            return None;
+        }
+        let finding = classifier.early(proto, dirs, self.hints)?;
+        let t = &cfg.thresholds;
+        let settled = secs(now_ns.saturating_sub(self.first_seen())) >= t.one_way_settle_s
+            || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
+        match finding {
+            Finding::OneWay { .. } if !settled => None,
+            // One-way media already reported: only a call changes that.
+            Finding::OneWay { .. } if self.verdict.is_some() => None,
+            f => Some(f),
+        }
+    }
+
+    /// Judges a complete window by behaviour; a call once
+    /// `windows_needed` call-like windows ran in a row with both sides
+    /// having spoken.
+    pub(super) fn judge(&mut self, cfg: &Config, classifier: &Classifier, proto: u8, dirs: [Option<&DirWindow>; 2]) -> Option<Finding> {
+        let video = |reason: &str| if reason.contains("video") { Basis::Video } else { Basis::Behaviour };
+        match classifier.judge(proto, dirs) {
+            WindowJudgement::Media { reason } => {
+                self.streak += 1;
+                self.talked = [true; 2];
+                self.reason = Some((reason.as_str().into(), video(&reason)));
+            }
+            WindowJudgement::Half { talker, reason } => {
+                self.streak += 1;
+                self.talked[talker] = true;
+                self.reason = Some((reason.as_str().into(), video(&reason)));
+            }
+            WindowJudgement::Hold => {}
+            WindowJudgement::Other => {
+                self.streak = 0;
+                self.talked = [false; 2];
+            }
+        }
+        if self.streak >= cfg.thresholds.windows_needed && self.talked == [true; 2] {
+            return self.reason.take().map(|(reason, basis)| Finding::Call { reason: reason.into(), basis });
+        }
+        None
+    }
+
+    /// Follows the run of one-way voice windows (called on complete windows).
+    pub(super) fn track_leg(&mut self, leg: Option<Leg>) {
+        self.leg = match (leg, self.leg.leg) {
+            (Some(l), Some(prev)) if l.sender == prev.sender => LegRun { leg: Some(l), streak: self.leg.streak + 1 },
+            (Some(l), _) => LegRun { leg: Some(l), streak: 1 },
+            (None, _) => LegRun::default(),
+        };
+    }
+
+    /// Extends the verdict while the conversation goes on and ends it once
+    /// it has been quiet for a whole TTL.
+    pub(super) fn upkeep(&mut self, cfg: &Config, now_ns: u64) -> Upkeep {
+        let last_activity = self.last_activity();
+        let Some(v) = self.verdict.as_mut() else { return Upkeep::None };
+        let active = last_activity > v.last_activity_ns;
+        v.last_activity_ns = v.last_activity_ns.max(last_activity);
+        if now_ns >= v.expires_ns {
+            let v = self.verdict.take().expect("checked above");
+            self.streak = 0;
+            self.talked = [false; 2];
+            return Upkeep::Released(v);
+        }
+        if active && v.expires_ns - now_ns < cfg.ttl_ns / 2 {
+            v.expires_ns = now_ns.saturating_add(cfg.ttl_ns);
+            return Upkeep::Refreshed;
+        }
+        Upkeep::None
+    }
+
+    /// Starts the next window at `now_ns`.
+    pub(super) fn close_window(&mut self, windows: &[Option<DirWindow>; 2], now_ns: u64) {
+        for (d, w) in self.dirs.iter_mut().zip(windows) {
+            if let (Some(d), Some(w)) = (d, w) {
+                d.prev_rtp_ok = w.rtp_ok - d.prev_rtp_ok;
+                d.start = d.cur;
+            }
+        }
+        self.win_start_ns = now_ns;
+    }
+
+    /// Packets (all kinds, dropped included) and payload bytes of direction `i`.
+    pub(super) fn totals_of(&self, i: usize) -> (u64, u64) {
+        self.dirs[i]
+            .as_ref()
+            .map_or((0, 0), |d| (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes))
+    }
+}
+
+/// Combined payload rate and mean size of both directions.
+pub(super) fn totals(dirs: [Option<&DirWindow>; 2]) -> (f64, f64) {
+    let (mut pps, mut packets, mut bytes) = (0.0, 0u64, 0u64);
+    for d in dirs.into_iter().flatten() {
+        pps += d.pps();
+        packets += u64::from(d.packets);
+        bytes += d.bytes;
+    }
+    (pps, if packets > 0 { bytes as f64 / packets as f64 } else { 0.0 })
+}

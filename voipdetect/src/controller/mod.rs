@@ -1,0 +1,594 @@
+//! The controller's logic, independent of where counters come from and of
+//! what the clock is: the live driver feeds it the kernel's flow map every
+//! poll with CLOCK_MONOTONIC, the replay feeds it the same counters built
+//! from a capture with the capture's clock. It joins the two directions of
+//! each conversation ([`conv`]), cuts time into windows, asks the
+//! classifier, groups the conversations of one call into a session
+//! ([`session`]), and turns findings into verdict events, blocklist
+//! commands with a TTL, and holds.
+//!
+//! A poll runs in three passes: every conversation on its own (structure,
+//! behaviour windows, lighter evidence when its host is under suspicion,
+//! verdict upkeep); then the one-way legs of all conversations, paired at
+//! the socket they share (a call relayed through two addresses); then the
+//! sessions (activity, holds, their end).
+
+mod conv;
+mod session;
+
+use std::collections::{HashMap, hash_map::Entry};
+
+use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
+
+use self::{
+    conv::{Conv, Upkeep, totals},
+    session::{Anchor, Sessions, Suspects},
+};
+use crate::{
+    classifier::{Classifier, Finding, Leg, Thresholds, ratio},
+    clock::{NS_PER_SEC, secs},
+    event::{Action, Basis, Command, Event, EventKind, Label, Mode, PollOutput, SessionId},
+    key::{Socket, conv_name},
+    policy::Allowlist,
+    window::describe,
+};
+
+/// The poll cadence the windows and thresholds are tuned for; the live
+/// driver's default and the replay's clock step.
+pub const DEFAULT_POLL_NS: u64 = NS_PER_SEC / 4;
+
+/// How long a call's host stays under suspicion after the call's last
+/// packet. Call apps that lose their media come back within seconds on a
+/// new port, relay or transport, and keep trying for up to about a minute
+/// (ICE restarts, WebRTC's 30 s consent timeout, apps' reconnect loops);
+/// two minutes cover that, and then the host's sockets are let go.
+pub const DEFAULT_HOLD_NS: u64 = 120 * NS_PER_SEC;
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    /// Length of a classification window.
+    pub window_ns: u64,
+    /// Lifetime of a verdict without activity; refreshed while the call lasts.
+    pub ttl_ns: u64,
+    /// A conversation without packets for this long is forgotten.
+    pub idle_ns: u64,
+    /// How long a call's host stays under suspicion (and, in block mode,
+    /// its socket and relays held) after the call's last packet.
+    pub hold_ns: u64,
+    /// Also block media that flows one way only (music on hold, broadcast legs).
+    pub block_one_way: bool,
+    pub thresholds: Thresholds,
+    /// Conversations never blocked (reported only).
+    pub allowlist: Allowlist,
+    /// Mixed into session ids: random in a live controller, so ids say
+    /// nothing about addresses; 0 in replay, so they are reproducible.
+    pub session_salt: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Monitor,
+            window_ns: NS_PER_SEC,
+            ttl_ns: 60 * NS_PER_SEC,
+            idle_ns: 30 * NS_PER_SEC,
+            hold_ns: DEFAULT_HOLD_NS,
+            block_one_way: false,
+            thresholds: Thresholds::default(),
+            allowlist: Allowlist::default(),
+            session_salt: 0,
+        }
+    }
+}
+
+/// See the module docs.
+pub struct Controller {
+    cfg: Config,
+    classifier: Classifier,
+    /// foldhash: fast for a million tuples hashed every poll, and seeded
+    /// per process, so a sender choosing its 5-tuples cannot aim collisions.
+    convs: HashMap<FlowKey, Conv, foldhash::fast::RandomState>,
+    sessions: Sessions,
+}
+
+fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
+    [*canonical, canonical.reversed()]
+}
+
+/// A one-way leg as the second pass sees it.
+struct LegAt {
+    key: FlowKey,
+    leg: Leg,
+    sender: Socket,
+    receiver: Socket,
+}
+
+impl Controller {
+    pub fn new(cfg: Config) -> Self {
+        let classifier = Classifier::new(cfg.thresholds.clone());
+        let sessions = Sessions::new(cfg.session_salt);
+        Self { cfg, classifier, convs: HashMap::default(), sessions }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Conversations currently tracked.
+    pub fn conversations(&self) -> usize {
+        self.convs.len()
+    }
+
+    /// Sessions currently tracked (calls and their holds).
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Conversations currently blocked.
+    pub fn blocked(&self) -> usize {
+        self.convs.values().filter(|c| c.verdict.as_ref().is_some_and(|v| v.action == Action::Blocked)).count()
+    }
+
+    /// The session of every conversation that has one (canonical keys).
+    pub fn session_of_each(&self) -> impl Iterator<Item = (&FlowKey, SessionId)> {
+        self.convs.iter().filter_map(|(k, c)| Some((k, c.session?)))
+    }
+
+    /// Records one direction's counters as read in this poll.
+    pub fn observe(&mut self, key: &FlowKey, c: &FlowCounters) {
+        let canonical = key.canonical();
+        let idx = usize::from(!key.is_canonical());
+        let conv = match self.convs.entry(canonical) {
+            Entry::Occupied(e) => e.into_mut(),
+            // A flow of a packet or two with no media hint cannot be judged
+            // yet: no state until it has more (floods and scans cost nothing).
+            Entry::Vacant(_) if !worth_tracking(c, self.cfg.thresholds.min_packets_tracked) => return,
+            Entry::Vacant(e) => e.insert(Conv::new(c.first_seen_ns)),
+        };
+        conv.observe(idx, c);
+    }
+
+    /// An operator lifted this conversation's block: it stays a call, is
+    /// only reported from now on and is not listed again while it lasts;
+    /// its session holds nothing any more. Returns the changed verdict, as
+    /// an event.
+    pub fn lift(&mut self, canonical: &FlowKey, now_ns: u64) -> Option<Event> {
+        let conv = self.convs.get_mut(canonical)?;
+        let v = conv.verdict.as_mut().filter(|v| v.action == Action::Blocked)?;
+        v.action = Action::Reported;
+        v.reason.push_str(" (block lifted by an operator)");
+        self.sessions.lift(conv.session);
+        let members = self.sessions.members(conv.session);
+        Some(event(EventKind::Verdict, now_ns, canonical, conv, conv.verdict.as_ref()?, now_ns, members))
+    }
+
+    /// Classifies, manages verdicts and sessions and evicts idle
+    /// conversations after a poll that ended at `now_ns`.
+    pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
+        let mut out = PollOutput::default();
+        let Self { cfg, classifier, convs, sessions } = self;
+        let suspects = sessions.suspects(cfg, now_ns);
+        let mut legs = Vec::new();
+        convs.retain(|canonical, conv| {
+            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, now_ns, &mut out);
+            if keep && let Some(leg) = conv.leg.leg.filter(|_| conv.leg.streak >= cfg.thresholds.windows_needed && conv.undecided()) {
+                let sender = Socket::of(canonical, leg.sender == 0);
+                legs.push(LegAt { key: *canonical, leg, sender, receiver: Socket::of(canonical, leg.sender != 0) });
+            }
+            keep
+        });
+        for (anchor, pair) in pair_legs(&legs, &cfg.thresholds) {
+            let (to, from) = (&legs[pair[0]], &legs[pair[1]]);
+            let reason = format!(
+                "split legs at {anchor}: sends {:.0} pps to {}, receives {:.0} pps from {}, {} ms, {}",
+                to.leg.pps,
+                to.receiver.ip(),
+                from.leg.pps,
+                from.sender.ip(),
+                to.leg.cadence_ms,
+                crate::classifier::pair(to.leg.mean_size, from.leg.mean_size, "B", false),
+            );
+            for l in [to, from] {
+                if let Some(conv) = convs.get_mut(&l.key) {
+                    let finding = Finding::Call { reason: reason.clone(), basis: Basis::Session };
+                    issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), now_ns, &mut out);
+                }
+            }
+        }
+        sessions.upkeep(cfg, now_ns, |k| convs.get(k).map(|c| (c.last_activity(), c.verdict.is_some())), &mut out.commands);
+        out
+    }
+
+    /// Ends every active verdict and hold now (controller shutdown, end of
+    /// a replay).
+    pub fn release_all(&mut self, now_ns: u64) -> PollOutput {
+        let mut out = PollOutput::default();
+        for (canonical, conv) in &mut self.convs {
+            if let Some(v) = conv.verdict.take() {
+                let last = conv.last_activity();
+                let members = self.sessions.members(conv.session);
+                out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, last, members));
+                if v.action == Action::Blocked {
+                    out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
+                }
+            }
+        }
+        self.sessions.release_all(&mut out.commands);
+        out
+    }
+}
+
+/// The first pass, for one conversation. Returns whether to keep it.
+#[expect(clippy::too_many_arguments, reason = "the controller's parts, borrowed apart")]
+fn each_conv(
+    cfg: &Config,
+    classifier: &Classifier,
+    sessions: &mut Sessions,
+    suspects: &Suspects,
+    canonical: &FlowKey,
+    conv: &mut Conv,
+    now_ns: u64,
+    out: &mut PollOutput,
+) -> bool {
+    conv.fresh = false;
+    let window_done = now_ns.saturating_sub(conv.win_start_ns) >= cfg.window_ns;
+    let windows = conv.windows(now_ns);
+    let dirs = [windows[0].as_ref(), windows[1].as_ref()];
+    let proto = canonical.proto;
+    for d in dirs.iter().flatten() {
+        conv.hints.add(d);
+    }
+    if log::log_enabled!(log::Level::Debug) && (window_done || dirs.iter().flatten().any(|d| d.rtp_ok > 0)) {
+        log::debug!("{} {}", conv_name(canonical), describe(dirs));
+    }
+    let mut finding = conv.early(cfg, classifier, proto, dirs, now_ns);
+    if conv.verdict.is_none() && finding.is_none() && window_done {
+        finding = conv.judge(cfg, classifier, proto, dirs);
+    }
+    // A new conversation of a host whose call was just found: the call
+    // coming back on another port, relay or transport.
+    let mut anchor = Anchor::Guess;
+    if !suspects.is_empty()
+        && conv.undecided()
+        && !matches!(finding, Some(Finding::Call { .. }))
+        && let Some(id) = suspects.of(canonical)
+        && let Some(reason) = classifier.held(proto, dirs, conv.rtp_seen())
+    {
+        finding = Some(Finding::Call { reason: format!("{reason} (held by session {id})"), basis: Basis::Held });
+        anchor = Anchor::Session(id);
+    }
+    if window_done {
+        conv.track_leg(classifier.leg(dirs));
+        conv.totals = totals(dirs);
+    } else if conv.totals == (0.0, 0.0) {
+        conv.totals = totals(dirs);
+    }
+    // A call found on a conversation reported as one-way media replaces
+    // that verdict below.
+    let upgrade = conv.verdict.is_some() && matches!(finding, Some(Finding::Call { .. }));
+    if !upgrade {
+        match conv.upkeep(cfg, now_ns) {
+            Upkeep::None => {}
+            Upkeep::Refreshed => {
+                let v = conv.verdict.as_ref().expect("refreshed a verdict");
+                if v.action == Action::Blocked {
+                    out.commands.push(Command::Block {
+                        keys: dir_keys(canonical),
+                        entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+                        refresh: true,
+                    });
+                }
+            }
+            Upkeep::Released(v) => {
+                let members = sessions.members(conv.session);
+                out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, conv.last_activity(), members));
+                if v.action == Action::Blocked {
+                    out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
+                }
+                finding = None;
+            }
+        }
+    }
+    if let Some(f) = finding {
+        conv.totals = totals(dirs);
+        issue(cfg, sessions, canonical, conv, f, anchor, now_ns, out);
+    }
+    if window_done {
+        conv.close_window(&windows, now_ns);
+    }
+    let idle = now_ns.saturating_sub(conv.last_activity()) > cfg.idle_ns;
+    if idle && conv.verdict.is_none() {
+        out.commands.push(Command::Forget { keys: dir_keys(canonical) });
+        sessions.leave(canonical, conv.session);
+        return false;
+    }
+    true
+}
+
+/// Turns a finding into a verdict: the event, the blocklist command, the
+/// conversation's place in its session.
+#[expect(clippy::too_many_arguments, reason = "the controller's parts, borrowed apart")]
+fn issue(
+    cfg: &Config,
+    sessions: &mut Sessions,
+    canonical: &FlowKey,
+    conv: &mut Conv,
+    finding: Finding,
+    anchor: Anchor,
+    now_ns: u64,
+    out: &mut PollOutput,
+) {
+    let (label, mut reason, blockable, sender, basis) = match finding {
+        Finding::Call { reason, basis } => (Label::Voip, reason, true, None, basis),
+        Finding::OneWay { dir, reason } => (Label::Media, reason, cfg.block_one_way, Some(dir), Basis::Rtp),
+    };
+    // Checked before any verdict is written to the blocklist.
+    let allowed = blockable && cfg.mode == Mode::Block && cfg.allowlist.covers(canonical);
+    if allowed {
+        reason.push_str(" (allowlisted)");
+    }
+    let action = if cfg.mode == Mode::Block && blockable && !allowed { Action::Blocked } else { Action::Reported };
+    let session =
+        sessions.join(canonical, conv.initiator(), conv.session, anchor, label, action == Action::Blocked, conv.first_seen(), now_ns);
+    conv.session = Some(session);
+    let (pps, mean_size) = conv.totals;
+    let v = conv::ActiveVerdict {
+        label,
+        action,
+        basis,
+        reason,
+        pps,
+        mean_size,
+        sender,
+        expires_ns: now_ns.saturating_add(cfg.ttl_ns),
+        last_activity_ns: conv.last_activity(),
+    };
+    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns, sessions.members(Some(session))));
+    if action == Action::Blocked {
+        out.commands.push(Command::Block {
+            keys: dir_keys(canonical),
+            entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
+            refresh: false,
+        });
+    }
+    conv.verdict = Some(Box::new(v));
+}
+
+/// Sockets that send voice on one leg and receive voice on another, with
+/// the two legs alike (the same codec both ways): (socket, [index of the
+/// leg it sends on, index of the leg it receives on]).
+fn pair_legs(legs: &[LegAt], t: &Thresholds) -> Vec<(Socket, [usize; 2])> {
+    let mut sending: HashMap<Socket, Vec<usize>> = HashMap::new();
+    for (i, l) in legs.iter().enumerate() {
+        sending.entry(l.sender).or_default().push(i);
+    }
+    let mut pairs = Vec::new();
+    for (j, l) in legs.iter().enumerate() {
+        let Some(outs) = sending.get(&l.receiver) else { continue };
+        let alike = |i: &&usize| {
+            let o = &legs[**i];
+            o.key != l.key && ratio(o.leg.pps, l.leg.pps) <= t.max_rate_ratio && ratio(o.leg.mean_size, l.leg.mean_size) <= t.max_size_ratio
+        };
+        if let Some(&i) = outs.iter().find(alike) {
+            pairs.push((l.receiver, [i, j]));
+        }
+    }
+    pairs
+}
+
+/// Whether a flow seen for the first time deserves state yet.
+fn worth_tracking(c: &FlowCounters, min_packets: u32) -> bool {
+    c.packets.saturating_add(c.empty).saturating_add(c.dropped) >= min_packets || c.rtp_ok > 0 || c.stun > 0 || c.dtls > 0 || c.rtcp > 0
+}
+
+fn event(
+    kind: EventKind,
+    at_ns: u64,
+    canonical: &FlowKey,
+    conv: &Conv,
+    v: &conv::ActiveVerdict,
+    end_ns: u64,
+    members: Vec<FlowKey>,
+) -> Event {
+    let init = v.sender.unwrap_or_else(|| conv.initiator());
+    let key = dir_keys(canonical)[init];
+    let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.ifindex);
+    let first_seen_ns = conv.first_seen();
+    let (a, b) = (conv.totals_of(init), conv.totals_of(1 - init));
+    Event {
+        kind,
+        at_ns,
+        key,
+        ifindex,
+        label: v.label,
+        action: v.action,
+        basis: v.basis,
+        reason: v.reason.clone(),
+        session: conv.session.unwrap_or(SessionId(0)),
+        conversations: members,
+        pps: v.pps,
+        mean_size: v.mean_size,
+        duration_s: secs(end_ns.saturating_sub(first_seen_ns)),
+        first_seen_ns,
+        last_seen_ns: conv.last_activity(),
+        packets: [a.0, b.0],
+        bytes: [a.1, b.1],
+    }
+}
+#[cfg(test)]
+mod tests {
+    use voipdetect_common::{features::update, hints::Hint, parse::Packet};
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn key() -> FlowKey {
+        FlowKey { src: [1; 16], dst: [2; 16], sport: 4000, dport: 5000, proto: 17, family: 6, _pad: [0; 2] }
+    }
+
+    /// Both directions send 172 B every 20 ms while `active(t)`; the
+    /// controller polls every 250 ms until `end_ms`.
+    fn drive(ctl: &mut Controller, end_ms: u64, active: impl Fn(u64) -> bool) -> Vec<(u64, PollOutput)> {
+        drive_with(ctl, end_ms, active, |_, _| {})
+    }
+
+    /// `drive`, calling `after_poll` with the controller and the time (ms)
+    /// after every poll.
+    fn drive_with(
+        ctl: &mut Controller,
+        end_ms: u64,
+        active: impl Fn(u64) -> bool,
+        mut after_poll: impl FnMut(&mut Controller, u64),
+    ) -> Vec<(u64, PollOutput)> {
+        let (a, b) = (key(), key().reversed());
+        let mut ca = FlowCounters::new(MS, 3);
+        let mut cb = FlowCounters::new(MS, 4);
+        let mut outs = Vec::new();
+        let mut forgotten = false;
+        let mut t = MS;
+        while t <= end_ms * MS {
+            if (t - MS).is_multiple_of(20 * MS) && active(t / MS) {
+                for (k, c) in [(a, &mut ca), (b, &mut cb)] {
+                    let p = Packet { key: k, payload_off: 0, payload_len: 172, tcp_flags: 0 };
+                    update(c, &p, Hint::None, t);
+                }
+            }
+            if t.is_multiple_of(250 * MS) {
+                // Forgotten flows are deleted from the kernel map: no longer read.
+                if !forgotten {
+                    ctl.observe(&a, &ca);
+                    ctl.observe(&b, &cb);
+                }
+                let out = ctl.finish_poll(t);
+                forgotten |= out.commands.iter().any(|c| matches!(c, Command::Forget { .. }));
+                outs.push((t / MS, out));
+                after_poll(ctl, t / MS);
+            }
+            t += MS;
+        }
+        outs
+    }
+
+    #[test]
+    fn a_block_lifted_by_an_operator_is_not_written_again() {
+        let mut ctl = Controller::new(cfg(Mode::Block));
+        let canonical = key().canonical();
+        let mut lifted = Vec::new();
+        // The operator lifts the block at 3 s, while the call goes on to 8 s.
+        let outs = drive_with(
+            &mut ctl,
+            14_000,
+            |t| t < 8_000,
+            |ctl, t| {
+                if t == 3_000 {
+                    lifted.extend(ctl.lift(&canonical, t * MS));
+                    assert_eq!(ctl.lift(&canonical, t * MS), None, "lifted twice");
+                }
+            },
+        );
+        let [e] = lifted.as_slice() else { panic!("not lifted: {lifted:?}") };
+        assert_eq!((e.kind, e.action), (EventKind::Verdict, Action::Reported));
+        assert!(e.reason.ends_with("(block lifted by an operator)"), "{}", e.reason);
+        let blocks: Vec<_> =
+            outs.iter().filter(|(_, o)| o.commands.iter().any(|c| matches!(c, Command::Block { .. }))).map(|(t, _)| *t).collect();
+        assert!(!blocks.is_empty() && blocks.iter().all(|&t| t <= 3_000), "blocks at {blocks:?}");
+        // Its end unblocks nothing and is reported, not blocked.
+        assert!(!outs.iter().any(|(_, o)| o.commands.iter().any(|c| matches!(c, Command::Unblock { .. }))));
+        let release: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).filter(|e| e.kind == EventKind::Release).collect();
+        assert_eq!(release.len(), 1);
+        assert_eq!(release[0].action, Action::Reported);
+    }
+
+    fn cfg(mode: Mode) -> Config {
+        Config { mode, ttl_ns: 4_000 * MS, idle_ns: 3_000 * MS, ..Default::default() }
+    }
+
+    #[test]
+    fn block_mode_lists_both_directions_refreshes_and_releases() {
+        let mut ctl = Controller::new(cfg(Mode::Block));
+        let outs = drive(&mut ctl, 20_000, |t| t < 8_000);
+        let mut verdicts = Vec::new();
+        let mut blocks = Vec::new();
+        let mut releases = Vec::new();
+        let mut unblocks = Vec::new();
+        let mut forgets = Vec::new();
+        for (t, o) in &outs {
+            for e in &o.events {
+                match e.kind {
+                    EventKind::Verdict => verdicts.push((*t, e.clone())),
+                    EventKind::Release => releases.push((*t, e.clone())),
+                }
+            }
+            for c in &o.commands {
+                match c {
+                    Command::Block { keys, entry, refresh } => blocks.push((*t, *keys, *entry, *refresh)),
+                    Command::Unblock { keys } => unblocks.push((*t, *keys)),
+                    Command::Forget { keys } => forgets.push((*t, *keys)),
+                    Command::Hold { .. } | Command::Unhold { .. } => {}
+                }
+            }
+        }
+        assert_eq!(verdicts.len(), 1);
+        let (vt, v) = &verdicts[0];
+        assert!(*vt <= 2_500, "verdict at {vt} ms");
+        assert_eq!((v.label, v.action), (Label::Voip, Action::Blocked));
+        assert!(v.reason.contains("50 pps each way") && v.reason.contains("20 ms"), "{}", v.reason);
+        // Both directions, with the TTL.
+        let (bt, keys, entry, refresh) = blocks[0];
+        assert_eq!(bt, *vt);
+        assert!(!refresh && blocks[1..].iter().all(|b| b.3), "{blocks:?}");
+        assert_eq!(keys, [key().canonical(), key().canonical().reversed()]);
+        assert_eq!(entry.expires_ns, bt * MS + 4_000 * MS);
+        // Refreshed while the call lasts, not after.
+        assert!(blocks.len() >= 3, "{blocks:?}");
+        assert!(blocks.iter().all(|(t, ..)| *t <= 8_250));
+        // Released when the last refresh expires, then forgotten when idle.
+        let last_expiry = blocks.last().unwrap().2.expires_ns / MS;
+        assert_eq!(releases.len(), 1);
+        assert_eq!(unblocks.len(), 1);
+        assert!(releases[0].0 >= last_expiry && releases[0].0 < last_expiry + 250, "{releases:?}");
+        assert!((releases[0].1.duration_s - 8.0).abs() < 0.1, "{}", releases[0].1.duration_s);
+        assert_eq!(forgets.len(), 1);
+        assert!(forgets[0].0 > releases[0].0);
+        assert_eq!(ctl.conversations(), 0);
+    }
+
+    #[test]
+    fn allowlisted_calls_are_reported_never_blocked() {
+        let mut cfg = cfg(Mode::Block);
+        cfg.allowlist.ports = vec![5000];
+        let mut ctl = Controller::new(cfg);
+        let outs = drive(&mut ctl, 4_000, |_| true);
+        let events: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].action, Action::Reported);
+        assert!(events[0].reason.ends_with("(allowlisted)"), "{}", events[0].reason);
+        assert!(outs.iter().all(|(_, o)| !o.commands.iter().any(|c| matches!(c, Command::Block { .. }))));
+    }
+
+    #[test]
+    fn monitor_mode_reports_without_commands() {
+        let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let outs = drive(&mut ctl, 6_000, |_| true);
+        let events: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].action, Action::Reported);
+        assert!(outs.iter().all(|(_, o)| o.commands.iter().all(|c| matches!(c, Command::Forget { .. }))));
+    }
+
+    #[test]
+    fn a_recreated_kernel_entry_restarts_its_window() {
+        let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let mut c = FlowCounters::new(MS, 1);
+        c.packets = 1_000_000;
+        c.bytes = 1 << 40;
+        ctl.observe(&key(), &c);
+        let fresh = FlowCounters::new(2 * MS, 1);
+        ctl.observe(&key(), &fresh);
+        let out = ctl.finish_poll(1_500 * MS);
+        assert!(out.events.is_empty());
+    }
+}
