@@ -27,7 +27,7 @@ use voipdetect_common::{
 
 use voipdetect_ebpf::frame::Frame;
 
-use crate::maps::{BLOCKLIST, FLOWS, control, count, hold_until};
+use crate::maps::{BLOCKLIST, FLOWS, control, count, vd_hold_until};
 
 /// `bpf_map_update_elem` flag: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -126,7 +126,7 @@ fn blocked(flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32, ho
         // unblocked whatever its socket.
         let first = flow.packets == 0 && flow.empty == 0 && flow.dropped == 0;
         if holds != 0 && (first || flow.held != 0) {
-            let held = hold_until(key);
+            let held = vd_hold_until(key);
             flow.held = u8::from(held > now);
             if first && held > now {
                 count(Stat::Held);

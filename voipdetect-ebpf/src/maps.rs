@@ -49,9 +49,19 @@ pub fn control() -> (u32, u32) {
 
 /// The latest deadline of the holds that match a flow (0: none): the
 /// sockets at either end, and either end's host with the other end.
-#[inline(always)]
+///
+/// A global function: the verifier checks it once, on its own, rather
+/// than once for every path the parser can take to its call (inlined, its
+/// four lookups pushed the program past the verifier's million steps).
+/// Only this part: a global function's frame still adds to the caller's
+/// 512-byte stack, and the verdict refresh around it would not fit.
+#[unsafe(no_mangle)]
+#[inline(never)]
 #[expect(clippy::needless_borrows_for_generic_args, reason = "by value, the 40-byte key would be copied for every lookup")]
-pub fn hold_until(k: &FlowKey) -> u64 {
+pub extern "C" fn vd_hold_until(k: *const FlowKey) -> u64 {
+    // SAFETY: the verifier hands a global function's pointer argument over
+    // as possibly null memory of the pointee's size, checked here.
+    let Some(k) = (unsafe { k.as_ref() }) else { return 0 };
     let mut until = 0;
     let mut key = HoldKey::socket(k.family, k.proto, k.src, k.sport);
     for round in 0..4u8 {

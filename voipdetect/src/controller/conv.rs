@@ -4,7 +4,7 @@
 
 use voipdetect_common::FlowCounters;
 
-use super::Config;
+use super::config::Config;
 use crate::{
     classifier::{Classifier, Finding, Hints, Leg, WindowJudgement},
     clock::secs,

@@ -19,7 +19,7 @@ use voipdetect_common::{
     flow::{PROTO_TCP, PROTO_UDP},
 };
 
-use super::Config;
+use super::config::Config;
 use crate::{
     event::{Command, Label, Mode, SessionId},
     key::{Host, Socket},
