@@ -301,6 +301,44 @@ fn every_call_variant_is_cut_off_and_one_way_media_only_reported() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Calls that route around a block (split relays, relays that change,
+/// port hops, a fallback to TCP 443 when their media stops arriving), each
+/// through a blocking gateway of its own: every one is called, at most 5 %
+/// of the media it sends after its first verdict arrives, over all its
+/// legs, and every leg it opens after that verdict is blocked within half a
+/// second.
+#[test]
+fn calls_that_route_around_a_block_stay_blocked() {
+    voipdetect_tests::require_root();
+    let mut failures = Vec::new();
+    let mut leaks = Vec::new();
+    for call in voipdetect_traffic::calls::session_calls(12) {
+        let (leak, events) = voipdetect_lab::leak::run(&binary(), &call).unwrap();
+        let sessions: std::collections::BTreeSet<_> =
+            events.iter().filter(|e| e["event"] == "verdict").filter_map(|e| e["session"].as_str()).collect();
+        eprintln!("{}: sessions {sessions:?}", call.name);
+        for e in events.iter().filter(|e| e["event"] == "verdict") {
+            eprintln!("  {} {} -> {} {}: {}", e["action"], e["src"], e["dst"], e["basis"], e["reason"]);
+        }
+        match leak.verdict {
+            None => failures.push(format!("{}: never called", call.name)),
+            Some(_) if leak.share() > 0.05 => {
+                failures.push(format!("{}: {:.1} % delivered after the verdict", call.name, 100.0 * leak.share()))
+            }
+            Some(_) => {}
+        }
+        if let Some(d) = leak.slowest_reblock.filter(|d| *d > Duration::from_millis(500)) {
+            failures.push(format!("{}: a later leg got through for {d:?}", call.name));
+        }
+        if sessions.len() != 1 {
+            failures.push(format!("{}: {} sessions", call.name, sessions.len()));
+        }
+        leaks.push(leak);
+    }
+    eprint!("{}", voipdetect_lab::leak::table(&leaks));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn no_lookalike_loses_a_packet() {
     voipdetect_tests::require_root();

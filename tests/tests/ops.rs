@@ -108,9 +108,20 @@ fn an_operator_unblock_lets_the_call_through_for_good() {
     let (client, server) = addrs::of(&call);
     let r = std::thread::scope(|s| {
         let traffic = s.spawn(|| live::run(&lab, std::slice::from_ref(&call), &AtomicBool::new(false)).unwrap());
-        wait_verdict(&ctl, Duration::from_secs(6));
+        let verdict = wait_verdict(&ctl, Duration::from_secs(6));
+        // `flows` shows both directions in the verdict's session.
+        let (code, out, err) = cli(&lab, &["flows", "--json", "--interval", "100ms"]);
+        assert_eq!(code, 0, "{err}");
+        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (c, s) = (client.to_string(), server.to_string());
+        let call_rows: Vec<_> = rows
+            .iter()
+            .filter(|r| (r["src"] == c.as_str() && r["dst"] == s.as_str()) || (r["src"] == s.as_str() && r["dst"] == c.as_str()))
+            .collect();
+        assert_eq!(call_rows.len(), 2, "{out}");
+        assert!(call_rows.iter().all(|r| r["session"] == verdict["session"] && !r["blocked_for"].is_null()), "{verdict}\n{out}");
         // Lifted after a moment of the block, before the first refresh (1 s in).
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(200));
         let (code, _, err) = cli(&lab, &["unblock", "udp", &client.to_string(), &server.to_string()]);
         assert_eq!(code, 0, "{err}");
         traffic.join().unwrap().remove(0)

@@ -230,6 +230,20 @@ impl HoldKey {
     }
 }
 
+/// The session a conversation belongs to, written by the controller for
+/// both directions of every conversation it has a verdict on, so that
+/// `voipdetect flows` (another process) can show it. The program never
+/// reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SessionTag {
+    /// The session's id (48 bits).
+    pub id: u64,
+    /// CLOCK_MONOTONIC time the conversation joined it.
+    pub since_ns: u64,
+}
+const _: () = assert!(size_of::<SessionTag>() == 16);
+
 /// A hold's deadline, written by the controller.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -258,4 +272,6 @@ mod user {
     unsafe impl aya::Pod for HoldKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for HoldEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SessionTag {}
 }

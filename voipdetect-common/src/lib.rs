@@ -17,5 +17,5 @@ pub mod maps;
 pub mod parse;
 pub mod stats;
 
-pub use flow::{BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey};
+pub use flow::{BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag};
 pub use stats::Stat;

@@ -10,6 +10,9 @@ pub const STATS: &str = "VD_STATS";
 pub const CONTROL: &str = "VD_CONTROL";
 /// Holds written by the controller: `HASH<HoldKey, HoldEntry>`.
 pub const HOLDS: &str = "VD_HOLDS";
+/// Sessions of the conversations with a verdict: `HASH<FlowKey, SessionTag>`
+/// (not preallocated), written by the controller for other processes.
+pub const SESSIONS: &str = "VD_SESSIONS";
 
 /// Default number of direction-flows the LRU keeps (settable at load time).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
@@ -17,6 +20,8 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
 pub const DEFAULT_BLOCK_ENTRIES: u32 = 1 << 14;
 /// Capacity of the hold map: a few holds per call being held.
 pub const DEFAULT_HOLD_ENTRIES: u32 = 1 << 12;
+/// Capacity of the session tags: two per conversation with a verdict.
+pub const DEFAULT_SESSION_ENTRIES: u32 = 1 << 15;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "voipdetect";

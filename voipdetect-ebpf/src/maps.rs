@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use voipdetect_common::{
-    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, Stat,
-    maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_HOLD_ENTRIES},
+    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
+    maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_HOLD_ENTRIES, DEFAULT_SESSION_ENTRIES},
 };
 
 #[map(name = "VD_FLOWS")]
@@ -18,6 +18,11 @@ pub static BLOCKLIST: HashMap<FlowKey, BlockEntry> = HashMap::with_max_entries(D
 
 #[map(name = "VD_HOLDS")]
 pub static HOLDS: HashMap<HoldKey, HoldEntry> = HashMap::with_max_entries(DEFAULT_HOLD_ENTRIES, 0);
+
+/// Written by the controller for other processes; never read here.
+/// `BPF_F_NO_PREALLOC`: it holds only the conversations with a verdict.
+#[map(name = "VD_SESSIONS")]
+pub static SESSIONS: HashMap<FlowKey, SessionTag> = HashMap::with_max_entries(DEFAULT_SESSION_ENTRIES, 1);
 
 #[map(name = "VD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT as u32, 0);

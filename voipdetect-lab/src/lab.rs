@@ -5,8 +5,8 @@
 //!
 //! ```text
 //!  client ns              gateway ns                 server ns
-//!  c0 192.0.2.2 ── g0 192.0.2.1 | g1 198.51.100.1 ── s0 198.51.100.2
-//!     2001:db8:1::2   2001:db8:1::1 | 2001:db8:2::1     2001:db8:2::2
+//!  c0 192.0.2.2 ── g0 192.0.2.1 | g1 198.51.100.1 ── s0 198.51.100.2, .3
+//!     2001:db8:1::2   2001:db8:1::1 | 2001:db8:2::1     2001:db8:2::2, ::3
 //! ```
 //!
 //! The addresses are `voipdetect_traffic::addrs`, the ones the traffic
@@ -16,7 +16,10 @@ use std::{net::IpAddr, path::PathBuf, process::Stdio};
 
 use anyhow::{Context as _, bail};
 use voipdetect::state;
-use voipdetect_traffic::addrs::{CLIENT_V4, CLIENT_V6, GW_CLIENT_V4, GW_CLIENT_V6, GW_SERVER_V4, GW_SERVER_V6, SERVER_V4, SERVER_V6};
+use voipdetect_traffic::addrs::{
+    self, CLIENT_HOSTS, CLIENT_V4, CLIENT_V6, GW_CLIENT_V4, GW_CLIENT_V6, GW_SERVER_V4, GW_SERVER_V6, SERVER_V4, SERVER_V6, SERVER2_V4,
+    SERVER2_V6,
+};
 
 use crate::{
     netns::{self, Netns},
@@ -102,6 +105,8 @@ impl GatewayLab {
         addr(&self.gateway, &self.gw_client_if, &format!("{GW_CLIENT_V4}/24"), &format!("{GW_CLIENT_V6}/64"))?;
         addr(&self.gateway, &self.gw_server_if, &format!("{GW_SERVER_V4}/24"), &format!("{GW_SERVER_V6}/64"))?;
         addr(&self.server, &self.server_if, &format!("{SERVER_V4}/24"), &format!("{SERVER_V6}/64"))?;
+        // A second address: a call app's second relay.
+        addr(&self.server, &self.server_if, &format!("{SERVER2_V4}/24"), &format!("{SERVER2_V6}/64"))?;
 
         for (ns, ifc) in [
             (&self.client, &self.client_if),
@@ -123,6 +128,19 @@ impl GatewayLab {
         neigh(&self.gateway, &self.gw_client_if, &CLIENT_V6.into(), MAC_CLIENT)?;
         neigh(&self.gateway, &self.gw_server_if, &SERVER_V4.into(), MAC_SERVER)?;
         neigh(&self.gateway, &self.gw_server_if, &SERVER_V6.into(), MAC_SERVER)?;
+        neigh(&self.gateway, &self.gw_server_if, &SERVER2_V4.into(), MAC_SERVER)?;
+        neigh(&self.gateway, &self.gw_server_if, &SERVER2_V6.into(), MAC_SERVER)?;
+        // The client's further addresses, one per user a catalogue plays.
+        let (mut adds, mut neighs) = (Vec::new(), Vec::new());
+        for h in 1..=CLIENT_HOSTS {
+            for (ip, len) in [(addrs::client(false, h), 24), (addrs::client(true, h), 64)] {
+                let nodad = if ip.is_ipv6() { " nodad" } else { "" };
+                adds.push(format!("addr add {ip}/{len} dev {}{nodad}", self.client_if));
+                neighs.push(format!("neigh replace {ip} lladdr {MAC_CLIENT} dev {} nud permanent", self.gw_client_if));
+            }
+        }
+        self.client.ip_batch(&adds)?;
+        self.gateway.ip_batch(&neighs)?;
         neigh(&self.server, &self.server_if, &GW_SERVER_V4.into(), MAC_GW_SERVER)?;
         neigh(&self.server, &self.server_if, &GW_SERVER_V6.into(), MAC_GW_SERVER)?;
         Ok(())

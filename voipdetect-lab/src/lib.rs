@@ -3,6 +3,7 @@
 //! - [`netns`], [`lab`]: the client — gateway — server network namespaces;
 //! - [`process`]: a `voipdetect run` started in the lab's gateway;
 //! - [`live`]: the traffic generator's flows played through real sockets;
+//! - [`leak`]: how much of a blocked call still gets through its hops;
 //! - [`demo`]: the main job on the lab (`cargo xtask demo`);
 //! - [`bench`]: the benchmarks of BENCHMARKS.md (`cargo xtask bench`), with
 //!   their reference XDP programs from `voipdetect-bench-ebpf`.
@@ -13,6 +14,7 @@
 pub mod bench;
 pub mod demo;
 pub mod lab;
+pub mod leak;
 pub mod live;
 pub mod netns;
 pub mod process;

@@ -64,6 +64,25 @@ impl Netns {
         sh("ip", &full)
     }
 
+    /// `ip -n <ns> -batch -` with one command per line on its stdin: one
+    /// process for many commands.
+    pub fn ip_batch(&self, lines: &[String]) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running ip -batch")?;
+        child.stdin.take().expect("piped").write_all(lines.join("\n").as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("ip -batch in {}: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
     /// Runs a program inside the namespace and waits for it.
     pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut full = vec!["netns", "exec", &self.name, program];

@@ -18,19 +18,31 @@ pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
 pub const SERVER2_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 pub const SERVER2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 3);
 
-/// Client and server addresses of one family; `relay` 1 picks the
-/// server's second address.
-pub fn endpoints(ipv6: bool, relay: u8) -> (IpAddr, IpAddr) {
+/// The client's further addresses, one per user a catalogue plays:
+/// 192.0.2.11 to .90 and 2001:db8:1::11 to ::5a.
+pub const CLIENT_HOSTS: u8 = 80;
+
+/// The client's address `host` (0 its first) of one family.
+pub fn client(ipv6: bool, host: u8) -> IpAddr {
+    match (ipv6, host) {
+        (false, 0) => CLIENT_V4.into(),
+        (true, 0) => CLIENT_V6.into(),
+        (false, h) => Ipv4Addr::new(192, 0, 2, 10 + h).into(),
+        (true, h) => Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10 + u16::from(h)).into(),
+    }
+}
+
+/// The server's address `relay` (0 its first, else its second) of one family.
+pub fn server(ipv6: bool, relay: u8) -> IpAddr {
     match (ipv6, relay) {
-        (false, 0) => (CLIENT_V4.into(), SERVER_V4.into()),
-        (false, _) => (CLIENT_V4.into(), SERVER2_V4.into()),
-        (true, 0) => (CLIENT_V6.into(), SERVER_V6.into()),
-        (true, _) => (CLIENT_V6.into(), SERVER2_V6.into()),
+        (false, 0) => SERVER_V4.into(),
+        (false, _) => SERVER2_V4.into(),
+        (true, 0) => SERVER_V6.into(),
+        (true, _) => SERVER2_V6.into(),
     }
 }
 
 /// The client and server socket addresses of `flow`.
 pub fn of(flow: &Flow) -> (SocketAddr, SocketAddr) {
-    let (c, s) = endpoints(flow.ipv6, flow.relay);
-    (SocketAddr::new(c, flow.client_port), SocketAddr::new(s, flow.server_port))
+    (SocketAddr::new(client(flow.ipv6, flow.client), flow.client_port), SocketAddr::new(server(flow.ipv6, flow.relay), flow.server_port))
 }

@@ -183,9 +183,19 @@ pub fn as_captured(call: &Call) -> Call {
     Call { name: call.name.clone(), legs }
 }
 
-/// Every call spread over several conversations.
+/// Client hosts of the spread calls start after this many (the single
+/// flows' hosts come first).
+const CALL_HOSTS: u8 = 40;
+
+/// Every call spread over several conversations, each from a host of its own.
 pub fn session_calls(secs: u64) -> Vec<Call> {
-    vec![split_relay(secs), reflectors(secs), port_hops(secs), udp_then_tcp(secs)]
+    let mut calls = vec![split_relay(secs), reflectors(secs), port_hops(secs), udp_then_tcp(secs)];
+    for (i, c) in calls.iter_mut().enumerate() {
+        for leg in &mut c.legs {
+            leg.client = CALL_HOSTS + 1 + i as u8;
+        }
+    }
+    calls
 }
 
 /// Voice that is hard to see by its rate: 60 ms frames, and opaque VBR

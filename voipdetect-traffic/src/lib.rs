@@ -64,6 +64,10 @@ pub struct Flow {
     /// Which of the server's addresses the flow uses: 0 its first, 1 its
     /// second (a second relay of a call app).
     pub relay: u8,
+    /// Which of the client's addresses: 0 its first; catalogues give each
+    /// flow a host of its own (see `addrs::CLIENT_HOSTS`), as if each were
+    /// another user, so one flow's verdict never colours another's.
+    pub client: u8,
     /// The client's socket is shared with other flows of the same call:
     /// one local port talking to several relays.
     pub shared_socket: bool,

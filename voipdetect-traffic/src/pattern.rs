@@ -243,6 +243,7 @@ pub(crate) fn flow(name: &str, transport: Transport, server_port: u16, client_po
         bulk_bytes: 0,
         is_call: false,
         relay: 0,
+        client: 0,
         shared_socket: false,
         adaptive: None,
     }
@@ -326,13 +327,35 @@ pub(crate) fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     v
 }
 
-/// Hands out distinct port pairs for a catalogue of flows.
-struct Ports(u16);
+/// Hands out distinct port pairs and client hosts for a catalogue of flows.
+struct Ports {
+    n: u16,
+    host: u8,
+}
 
 impl Ports {
+    fn new(n: u16, host: u8) -> Self {
+        Self { n, host }
+    }
+
+    /// (server port, client port) of the next flow.
     fn next(&mut self) -> (u16, u16) {
-        self.0 += 1;
-        (10_000 + self.0, 30_000 + self.0)
+        self.n += 1;
+        (10_000 + self.n, 30_000 + self.n)
+    }
+
+    /// A client host of its own for the next flow.
+    fn host(&mut self) -> u8 {
+        self.host += 1;
+        assert!(self.host <= crate::addrs::CLIENT_HOSTS, "more flows than client hosts");
+        self.host
+    }
+
+    /// Gives every flow a host of its own.
+    fn spread(&mut self, flows: &mut [Flow]) {
+        for f in flows {
+            f.client = self.host();
+        }
     }
 }
 
@@ -393,13 +416,13 @@ pub(crate) fn video_frames(secs: u64, seed: u64) -> Vec<Frame> {
     out
 }
 
-/// Every kind of call voipdetect must catch, each on its own ports:
+/// Every kind of call voipdetect must catch, each on its own ports and host:
 /// RTP at every common packetisation and frame size, IPv6, silence
 /// suppression, opaque and padded media, audio over TCP with and without
 /// framing, a video call, and the session set-ups that reveal media early.
 pub fn call_variants(secs: u64) -> Vec<Flow> {
     let d = Duration::from_secs(secs);
-    let mut p = Ports(0);
+    let mut p = Ports::new(0, 0);
     let mut v = Vec::new();
     let mut add = |name: String, transport: Transport, voice: Voice, ipv6: bool, v: &mut Vec<Flow>| {
         let (s, c) = p.next();
@@ -492,20 +515,27 @@ pub fn call_variants(secs: u64) -> Vec<Flow> {
     rtcp.rtcp_every_ms = Some(500);
     v.push(call("opaque media with rtcp", Transport::Udp, &rtcp, s, c));
     v.extend(crate::calls::low_rate_calls(secs));
+    Ports::new(0, 0).spread(&mut v);
     v
 }
 
 /// Music on hold: RTP one way, nothing back.
 pub fn one_way_media(secs: u64) -> Flow {
     let mut f = flow("one-way rtp (music on hold)", Transport::Udp, 16_384, 36_384);
+    f.client = ONE_WAY_HOST;
     f.down = Voice::g711(20, Duration::from_secs(secs)).frames(99);
     f.is_call = false;
     f
 }
 
-/// Everything that must never be called a call, each on its own ports.
+/// Client hosts of the look-alikes start after this many (the calls' hosts come first).
+const DECOY_HOSTS: u8 = 50;
+/// The one-way stream's client host.
+const ONE_WAY_HOST: u8 = 49;
+
+/// Everything that must never be called a call, each on its own ports and host.
 pub fn decoys(secs: u64) -> Vec<Flow> {
-    let mut p = Ports(100);
+    let mut p = Ports::new(100, 0);
     let mut rng = SmallRng::seed_from_u64(4242);
     let mut v = Vec::new();
     for hz in [20, 30, 60, 64, 128] {
@@ -671,6 +701,7 @@ pub fn decoys(secs: u64) -> Vec<Flow> {
         udp.up.push(Frame { at: ms(i as f64 * 10.0), payload: random_bytes(&mut rng, 1200) });
     }
     v.push(udp);
+    Ports::new(0, DECOY_HOSTS).spread(&mut v);
     v
 }
 

@@ -135,6 +135,18 @@ pub struct Thresholds {
     /// are few gaps; the burst, size and rate tests stay as they are, so a
     /// game or a web page the host opens meanwhile still fails them.
     pub held_min_cadence_share: f64,
+    /// Voice cadence counts as lighter evidence only this long after a
+    /// conversation's first packet: it is for the call coming back on a new
+    /// conversation, and a test on a few packets repeated every poll of a
+    /// long-running one would sooner or later pass by chance. (Media
+    /// headers in sequence count at any time: chance does not make them.)
+    pub held_within_s: f64,
+    /// A conversation that continues a call by voice cadence alone runs the
+    /// call's codec: its rate and mean size per direction may differ from
+    /// the call's by at most this factor (apps change their bitrate on a new
+    /// path, rarely their packetisation). A game's state or a video stream
+    /// the host starts meanwhile does not match.
+    pub held_max_codec_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -167,6 +179,8 @@ impl Default for Thresholds {
             held_rtp_in_seq: 2,
             held_min_packets: 5,
             held_min_cadence_share: 0.6,
+            held_within_s: 2.0,
+            held_max_codec_ratio: 2.0,
         }
     }
 }
@@ -324,15 +338,35 @@ impl Classifier {
 
     /// The lighter evidence that a new conversation of a host under
     /// suspicion carries the host's call. `rtp_seen` are the in-sequence
-    /// media headers each direction has shown since it began.
-    pub fn held(&self, proto: u8, dirs: [Option<&DirWindow>; 2], rtp_seen: [u32; 2]) -> Option<String> {
+    /// media headers each direction has shown since it began. Says whether
+    /// the evidence is two-way: one-way media from a host in a call may be
+    /// a stream of its own (music on hold), and joins the call only from
+    /// the call's own socket (a relay change of a split call).
+    /// `codec` is the call's payload rate per direction and mean size;
+    /// `young`, whether the conversation is new enough for its cadence to
+    /// count (see `held_within_s`).
+    pub fn held(
+        &self,
+        proto: u8,
+        dirs: [Option<&DirWindow>; 2],
+        rtp_seen: [u32; 2],
+        codec: (f64, f64),
+        young: bool,
+    ) -> Option<(String, bool)> {
         let t = &self.t;
+        let alike = |d: &DirWindow| {
+            ratio(d.active_pps(), codec.0) <= t.held_max_codec_ratio && ratio(d.mean_size(), codec.1) <= t.held_max_codec_ratio
+        };
+        let voice = |d: &DirWindow| self.light_voice(d).filter(|_| alike(d));
+        let ready = |d: Option<&DirWindow>| d.is_some_and(|d| d.packets >= t.held_min_packets);
         if let Some(m) = (0..2).find(|&i| rtp_seen[i] >= t.held_rtp_in_seq) {
             let d = dirs[m].map_or_else(|| "rtp".to_owned(), |d| rtp_reason(proto, d, None));
-            return Some(format!("{d}, {} media headers in sequence", rtp_seen[m]));
+            let answered = rtp_seen[1 - m] >= t.held_rtp_in_seq || dirs[1 - m].is_some_and(|o| ready(Some(o)) && voice(o).is_some());
+            return Some((format!("{d}, {} media headers in sequence", rtp_seen[m]), answered));
         }
-        let voice = |d: &DirWindow| self.light_voice(d);
-        let ready = |d: Option<&DirWindow>| d.is_some_and(|d| d.packets >= t.held_min_packets);
+        if !young {
+            return None;
+        }
         let speaking: Vec<usize> = (0..2).filter(|&i| ready(dirs[i])).collect();
         match speaking.as_slice() {
             // One side with enough packets: it must sound like voice, and
@@ -340,7 +374,7 @@ impl Classifier {
             [i] => {
                 let d = dirs[*i]?;
                 let ms = voice(d)?;
-                Some(format!("{} {:.0} {} one side, {ms} ms, {:.0} B", proto_name(proto), d.pps(), unit(proto), d.mean_size()))
+                Some((format!("{} {:.0} {} one side, {ms} ms, {:.0} B", proto_name(proto), d.pps(), unit(proto), d.mean_size()), false))
             }
             // Both sides: both must.
             [_, _] => {
@@ -348,12 +382,13 @@ impl Classifier {
                 let (ma, mb) = (voice(a)?, voice(b)?);
                 (ratio(a.mean_size(), b.mean_size()) <= t.max_size_ratio).then(|| {
                     let cad = if ma == mb { format!("{ma} ms") } else { format!("{ma}/{mb} ms") };
-                    format!(
+                    let reason = format!(
                         "{} {}, {cad}, {}",
                         proto_name(proto),
                         pair(a.pps(), b.pps(), unit(proto), true),
                         pair(a.mean_size(), b.mean_size(), "B", false)
-                    )
+                    );
+                    (reason, true)
                 })
             }
             _ => None,
@@ -366,9 +401,10 @@ impl Classifier {
         let t = &self.t;
         let (ms, share) = d.cadence()?;
         let fastest = d.fastest_cadence(t.rate_cadence_min_share)?;
-        // Gaps per second rather than packets: over a few packets, N
-        // packets span N - 1 gaps, and a count would look 25 % too fast.
-        let rate = if d.span_s > 0.0 { f64::from(d.gaps()) * (1.0 - d.gap_share(0)) / d.span_s } else { 0.0 };
+        // Gaps per second of the packets' own span rather than packets per
+        // second of the window: over a few packets, the window's end adds
+        // idle time, and N packets span N - 1 gaps.
+        let rate = if d.active_s > 0.0 { f64::from(d.gaps()) * (1.0 - d.gap_share(0)) / d.active_s } else { f64::INFINITY };
         (share >= t.held_min_cadence_share
             && d.gap_share(0) <= t.max_burst_share
             && d.size_stability() >= t.min_size_stability

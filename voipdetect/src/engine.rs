@@ -328,6 +328,31 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// Suspicion after a call touches only the call: every look-alike the
+    /// same host runs meanwhile (a game, cloud gaming, SSH, DNS, web,
+    /// streaming...) stays uncalled, in both modes.
+    #[test]
+    fn a_host_in_a_call_keeps_the_rest_of_its_traffic() {
+        let call = pattern::rtp_call(SECS);
+        let mut flows = vec![call.clone()];
+        for mut d in pattern::decoys(SECS) {
+            d.client = call.client;
+            // A moment after the call's verdict, well inside the hold.
+            for f in d.up.iter_mut().chain(d.down.iter_mut()) {
+                f.at += std::time::Duration::from_secs(1);
+            }
+            flows.push(d);
+        }
+        for mode in [Mode::Monitor, Mode::Block] {
+            let called: Vec<_> = events(&flows, Config { mode, ..Default::default() })
+                .into_iter()
+                .filter(|e| e.kind == EventKind::Verdict && e.key.sport != call.server_port && e.key.dport != call.server_port)
+                .map(|e| format!("{:?} {}", e.key, e.reason))
+                .collect();
+            assert!(called.is_empty(), "{mode:?}: {called:#?}");
+        }
+    }
+
     #[test]
     fn no_lookalike_is_called() {
         for f in pattern::decoys(SECS) {

@@ -17,6 +17,7 @@ use crate::{
         Maps, check_privileges,
         pins::{link_pin_iface, pinned_links},
     },
+    event::SessionId,
     key::{conv_name, endpoint, proto_name},
     state::{self, RunState},
 };
@@ -49,7 +50,11 @@ struct FlowRow {
     age: f64,
     idle: f64,
     blocked_for: Option<f64>,
+    /// A hold (not the blocklist) drops it: its call came back on it.
+    held: bool,
     dropped: u64,
+    /// The call's session, for conversations the controller has a verdict on.
+    session: Option<String>,
 }
 
 /// The flow table now: rates from two reads `interval` apart.
@@ -64,6 +69,7 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
     let span = t0.elapsed().as_secs_f64();
     let now = monotonic_ns();
     let blocks: HashMap<FlowKey, BlockEntry> = maps.blocklist()?.into_iter().collect();
+    let sessions = maps.sessions()?;
     let mut rows = Vec::new();
     maps.for_each_flow(|k, c| {
         let before = first.get(k).filter(|b| b.first_seen_ns == c.first_seen_ns);
@@ -85,8 +91,17 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
             bytes: c.bytes,
             age: secs(now.saturating_sub(c.first_seen_ns)),
             idle: secs(now.saturating_sub(c.last_seen_ns)),
-            blocked_for: blocks.get(k).filter(|b| b.expires_ns > now).map(|b| secs(b.expires_ns - now)),
+            blocked_for: blocks
+                .get(k)
+                .map(|b| b.expires_ns)
+                .into_iter()
+                .chain((c.held != 0).then_some(c.blocked_until_ns))
+                .max()
+                .filter(|until| *until > now)
+                .map(|until| secs(until - now)),
+            held: c.held != 0 && c.blocked_until_ns > now,
             dropped: u64::from(c.dropped),
+            session: sessions.get(k).map(|t| SessionId(t.id).to_string()),
         });
     })?;
     rows.sort_by(|a, b| b.pps.total_cmp(&a.pps).then(b.packets.cmp(&a.packets)));
@@ -97,14 +112,23 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
         return Ok(());
     }
     println!(
-        "{:<5} {:<46} {:<46} {:>8} {:>7} {:>10} {:>8} {:>7} verdict",
-        "proto", "src", "dst", "pps", "size", "packets", "age s", "idle s"
+        "{:<5} {:<46} {:<46} {:>8} {:>7} {:>10} {:>8} {:>7} {:<12} verdict",
+        "proto", "src", "dst", "pps", "size", "packets", "age s", "idle s", "session"
     );
     for r in &rows {
-        let verdict = r.blocked_for.map_or(String::new(), |t| format!("blocked {t:.0} s more, {} dropped", r.dropped));
+        let by = if r.held { "held" } else { "blocked" };
+        let verdict = r.blocked_for.map_or(String::new(), |t| format!("{by} {t:.0} s more, {} dropped", r.dropped));
         println!(
-            "{:<5} {:<46} {:<46} {:>8.1} {:>7.0} {:>10} {:>8.1} {:>7.1} {verdict}",
-            r.proto, r.src, r.dst, r.pps, r.mean_size, r.packets, r.age, r.idle
+            "{:<5} {:<46} {:<46} {:>8.1} {:>7.0} {:>10} {:>8.1} {:>7.1} {:<12} {verdict}",
+            r.proto,
+            r.src,
+            r.dst,
+            r.pps,
+            r.mean_size,
+            r.packets,
+            r.age,
+            r.idle,
+            r.session.as_deref().unwrap_or("-")
         );
     }
     println!("{} direction-flows", rows.len());

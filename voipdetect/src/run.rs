@@ -10,13 +10,14 @@ use std::{collections::HashMap, time::Instant};
 use anyhow::Context as _;
 use log::{info, warn};
 use tokio::signal::unix::{SignalKind, signal};
+use voipdetect_common::SessionTag;
 
 use crate::{
     clock::{Wall, monotonic_ns, rfc3339, unix_now_ns},
     config::Settings,
     controller::Controller,
     datapath::{Datapath, LoadOptions, ifindex, ifname},
-    event::{Command, PollOutput},
+    event::{Command, EventKind, PollOutput},
     metrics::{Metrics, Tracked},
     outputs::{Outputs, Pseudonymizer},
     state::{self, RunState},
@@ -153,6 +154,10 @@ fn apply(
     }
     let wall = Wall::at(now_mono);
     for e in &out.events {
+        match e.kind {
+            EventKind::Verdict => dp.tag(&e.key, SessionTag { id: e.session.0, since_ns: e.at_ns }),
+            EventKind::Release => dp.untag(&e.key),
+        }
         metrics.event(e);
         let iface = names.get(e.ifindex).to_owned();
         if let Err(err) = outputs.event(e, &iface, |t| wall.of(t)) {

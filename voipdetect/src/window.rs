@@ -11,6 +11,10 @@ use voipdetect_common::{
 pub struct DirWindow {
     /// Seconds the window covers for this direction.
     pub span_s: f64,
+    /// Seconds from the window's start (or the direction's first packet) to
+    /// its latest packet: the span its gaps add up to, for rates taken over
+    /// a few packets.
+    pub active_s: f64,
     pub packets: u32,
     pub bytes: u64,
     pub empty: u32,
@@ -89,6 +93,7 @@ impl DirWindow {
         }
         Self {
             span_s,
+            active_s: span_s,
             packets: end.packets.wrapping_sub(start.packets),
             bytes: end.bytes.wrapping_sub(start.bytes),
             empty: end.empty.wrapping_sub(start.empty),
@@ -109,6 +114,12 @@ impl DirWindow {
     /// Payload packets per second.
     pub fn pps(&self) -> f64 {
         if self.span_s > 0.0 { f64::from(self.packets) / self.span_s } else { 0.0 }
+    }
+
+    /// Payload gaps per second over the span the packets themselves cover
+    /// (see `active_s`).
+    pub fn active_pps(&self) -> f64 {
+        if self.active_s > 0.0 { f64::from(self.gaps()) / self.active_s } else { self.pps() }
     }
 
     /// Mean payload size in bytes.

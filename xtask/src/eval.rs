@@ -161,5 +161,12 @@ pub fn eval(bin: &Path, lab: &Path) -> anyhow::Result<()> {
     }
     println!("\nTTV: time from a call's first packet to its first verdict, on the capture clock; 'rtp' where an RTP header was visible.");
     println!("Per-capture outputs and scores: {}", out.display());
+    println!();
+    if crate::is_root() {
+        // The leak needs the lab: live calls through a blocking gateway.
+        run(Command::new(lab).arg("leak").arg("--bin").arg(bin))?;
+    } else {
+        println!("The leak measure needs root (network namespaces, XDP): run `cargo xtask eval` as root to see it.");
+    }
     Ok(())
 }

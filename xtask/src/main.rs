@@ -124,7 +124,7 @@ fn check_shipped_deps() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::env::var("USER").is_ok_and(|u| u == "root")
         || std::fs::metadata("/proc/self").is_ok_and(|m| {
             use std::os::unix::fs::MetadataExt;

@@ -41,6 +41,15 @@ enum Cmd {
         #[arg(value_parser = ["per-packet", "veth", "poll", "replay"])]
         sections: Vec<String>,
     },
+    /// Play every call spread over several conversations through a blocking gateway (root) and print how much got through after its first verdict.
+    Leak {
+        /// Length of each call.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(6..=120))]
+        seconds: u64,
+        /// The voipdetect binary to run on the gateway [default: $VOIPDETECT_BIN, else the one next to this binary].
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
+    },
     /// Write the traffic generator's catalogue of calls and look-alikes as labelled captures.
     Corpus {
         /// Directory for the captures, labels.tsv and split.tsv.
@@ -78,6 +87,18 @@ fn bench(quick: bool, sections: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn leak(binary: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
+    require_root("voipdetect-lab leak")?;
+    let mut leaks = Vec::new();
+    for call in voipdetect_traffic::calls::session_calls(seconds) {
+        let (l, _) = voipdetect_lab::leak::run(binary, &call)?;
+        leaks.push(l);
+    }
+    println!("Media delivered after each call's first verdict (block mode, a lab per call):");
+    print!("{}", voipdetect_lab::leak::table(&leaks));
+    Ok(())
+}
+
 fn corpus(out: &std::path::Path, seconds: u64) -> anyhow::Result<()> {
     let c = voipdetect_traffic::corpus::build(seconds);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -98,6 +119,7 @@ fn main() -> ExitCode {
             bin.map_or_else(voipdetect_binary, Ok).and_then(|binary| demo::demo(&DemoOptions { seconds, binary, run_args })).map(drop)
         }
         Cmd::Bench { quick, sections } => bench(quick, &sections),
+        Cmd::Leak { seconds, bin } => bin.map_or_else(voipdetect_binary, Ok).and_then(|binary| leak(&binary, seconds)),
         Cmd::Corpus { out, seconds } => corpus(&out, seconds),
     };
     match result {

@@ -114,6 +114,9 @@ pub(super) struct Conv {
     pub(super) session: Option<SessionId>,
     /// Payload rate and mean size of both directions in the latest window.
     pub(super) totals: (f64, f64),
+    /// Payload rate and mean size of a speaking direction (one at voice
+    /// rate) in the latest window: the call's codec, as a session keeps it.
+    pub(super) codec: (f64, f64),
 }
 
 impl Conv {
@@ -130,6 +133,7 @@ impl Conv {
             leg: LegRun::default(),
             session: None,
             totals: (0.0, 0.0),
+            codec: (0.0, 0.0),
         }
     }
 
@@ -184,6 +188,7 @@ impl Conv {
                 let span = secs(now_ns.saturating_sub(from));
                 let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt);
                 w.rtp_ok += d.prev_rtp_ok;
+                w.active_s = secs(d.last_seen_ns.saturating_sub(from)).min(span);
                 w
             })
         })
@@ -288,6 +293,21 @@ impl Conv {
             .as_ref()
             .map_or((0, 0), |d| (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes))
     }
+}
+
+/// Payload rate and mean size of the directions at voice rate or more
+/// (of the busier one when neither is).
+pub(super) fn codec(dirs: [Option<&DirWindow>; 2], min_pps: f64) -> (f64, f64) {
+    let speaking: Vec<&DirWindow> = dirs.into_iter().flatten().filter(|d| d.pps() >= min_pps).collect();
+    let chosen: Vec<&DirWindow> = if speaking.is_empty() {
+        dirs.into_iter().flatten().max_by(|a, b| a.pps().total_cmp(&b.pps())).into_iter().collect()
+    } else {
+        speaking
+    };
+    let n = chosen.len().max(1) as f64;
+    let pps = chosen.iter().map(|d| d.pps()).sum::<f64>() / n;
+    let (packets, bytes) = chosen.iter().fold((0u64, 0u64), |(p, b), d| (p + u64::from(d.packets), b + d.bytes));
+    (pps, if packets > 0 { bytes as f64 / packets as f64 } else { 0.0 })
 }
 
 /// Combined payload rate and mean size of both directions.

@@ -23,8 +23,8 @@ use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
 pub use self::config::{Config, DEFAULT_HOLD_NS, DEFAULT_POLL_NS};
 use self::{
-    conv::{Conv, Upkeep, totals},
-    session::{Anchor, Sessions, Suspects},
+    conv::{Conv, Upkeep, codec, totals},
+    session::{Anchor, Joining, Sessions, Suspects},
 };
 use crate::{
     classifier::{Classifier, Finding, Leg, Thresholds, ratio},
@@ -204,17 +204,20 @@ fn each_conv(
     if !suspects.is_empty()
         && conv.undecided()
         && !matches!(finding, Some(Finding::Call { .. }))
-        && let Some(id) = suspects.of(canonical)
-        && let Some(reason) = classifier.held(proto, dirs, conv.rtp_seen())
+        && let Some((suspect, own_socket)) = suspects.of(canonical)
+        && let young = secs(now_ns.saturating_sub(conv.first_seen())) <= cfg.thresholds.held_within_s
+        && let Some((reason, two_way)) = classifier.held(proto, dirs, conv.rtp_seen(), suspect.codec, young)
+        && (two_way || own_socket)
     {
-        finding = Some(Finding::Call { reason: format!("{reason} (held by session {id})"), basis: Basis::Held });
-        anchor = Anchor::Session(id);
+        finding = Some(Finding::Call { reason: format!("{reason} (held by session {})", suspect.id), basis: Basis::Held });
+        anchor = Anchor::Session(suspect.id);
+    }
+    if window_done || conv.totals == (0.0, 0.0) {
+        conv.totals = totals(dirs);
+        conv.codec = codec(dirs, cfg.thresholds.min_pps);
     }
     if window_done {
         conv.track_leg(classifier.leg(dirs));
-        conv.totals = totals(dirs);
-    } else if conv.totals == (0.0, 0.0) {
-        conv.totals = totals(dirs);
     }
     // A call found on a conversation reported as one-way media replaces
     // that verdict below.
@@ -244,6 +247,7 @@ fn each_conv(
     }
     if let Some(f) = finding {
         conv.totals = totals(dirs);
+        conv.codec = codec(dirs, cfg.thresholds.min_pps);
         issue(cfg, sessions, canonical, conv, f, anchor, now_ns, out);
     }
     if window_done {
@@ -281,10 +285,19 @@ fn issue(
         reason.push_str(" (allowlisted)");
     }
     let action = if cfg.mode == Mode::Block && blockable && !allowed { Action::Blocked } else { Action::Reported };
-    let session =
-        sessions.join(canonical, conv.initiator(), conv.session, anchor, label, action == Action::Blocked, conv.first_seen(), now_ns);
-    conv.session = Some(session);
     let (pps, mean_size) = conv.totals;
+    let joining = Joining {
+        key: canonical,
+        initiator: conv.initiator(),
+        current: conv.session,
+        anchor,
+        label,
+        blocked: action == Action::Blocked,
+        first_seen_ns: conv.first_seen(),
+        codec: conv.codec,
+    };
+    let session = sessions.join(&joining, now_ns);
+    conv.session = Some(session);
     let v = conv::ActiveVerdict {
         label,
         action,

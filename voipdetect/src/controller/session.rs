@@ -25,6 +25,23 @@ use crate::{
     key::{Host, Socket},
 };
 
+/// A conversation joining a session with a new verdict.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Joining<'a> {
+    pub(super) key: &'a FlowKey,
+    /// The direction whose first packet came first.
+    pub(super) initiator: usize,
+    /// The session it is in already, if any.
+    pub(super) current: Option<SessionId>,
+    pub(super) anchor: Anchor,
+    pub(super) label: Label,
+    /// Its verdict blocks.
+    pub(super) blocked: bool,
+    pub(super) first_seen_ns: u64,
+    /// Its payload rate per direction and mean size.
+    pub(super) codec: (f64, f64),
+}
+
 /// Where a conversation joins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Anchor {
@@ -49,6 +66,9 @@ struct Session {
     /// An operator lifted a member's block: nothing is held any more.
     lifted: bool,
     last_activity_ns: u64,
+    /// The call's payload rate per direction and mean size, from its first
+    /// call verdict.
+    codec: (f64, f64),
     /// Remote ends of the members over UDP, held in the kernel (block mode).
     relays: BTreeSet<Socket>,
     /// Holds written to the kernel, with the deadline each was written with.
@@ -65,13 +85,26 @@ pub(super) struct Sessions {
     salt: u64,
 }
 
-/// The hosts under suspicion now, and their sessions.
-pub(super) struct Suspects(HashMap<Host, SessionId>);
+/// A host under suspicion: its session, the session's socket, and the
+/// call's payload rate per direction and mean size.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Suspect {
+    pub(super) id: SessionId,
+    anchor: Socket,
+    pub(super) codec: (f64, f64),
+}
+
+/// The hosts under suspicion now.
+pub(super) struct Suspects(HashMap<Host, Suspect>);
 
 impl Suspects {
-    /// The session of either end's host, if one is under suspicion.
-    pub(super) fn of(&self, k: &FlowKey) -> Option<SessionId> {
-        [true, false].iter().find_map(|&src| self.0.get(&Socket::of(k, src).host()).copied())
+    /// The suspect either end's host is, if any, and whether that end is
+    /// the session's own socket.
+    pub(super) fn of(&self, k: &FlowKey) -> Option<(Suspect, bool)> {
+        [true, false].iter().find_map(|&src| {
+            let end = Socket::of(k, src);
+            self.0.get(&end.host()).map(|s| (*s, s.anchor == end))
+        })
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -116,26 +149,15 @@ impl Sessions {
         let mut s = HashMap::new();
         for (id, sess) in &self.map {
             if sess.label == Label::Voip && !sess.lifted && sess.last_activity_ns.saturating_add(cfg.hold_ns) > now_ns {
-                s.insert(sess.anchor.host(), *id);
+                s.insert(sess.anchor.host(), Suspect { id: *id, anchor: sess.anchor, codec: sess.codec });
             }
         }
         Suspects(s)
     }
 
-    /// Puts the conversation `k` (initiated by direction `initiator`) in a
-    /// session and returns it. `blocked` tells whether its verdict blocks.
-    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
-    pub(super) fn join(
-        &mut self,
-        k: &FlowKey,
-        initiator: usize,
-        current: Option<SessionId>,
-        anchor: Anchor,
-        label: Label,
-        blocked: bool,
-        first_seen_ns: u64,
-        now_ns: u64,
-    ) -> SessionId {
+    /// Puts a conversation with a new verdict in a session and returns it.
+    pub(super) fn join(&mut self, j: &Joining<'_>, now_ns: u64) -> SessionId {
+        let Joining { key: k, initiator, current, anchor, label, blocked, first_seen_ns, codec } = *j;
         let ends = [Socket::of(k, true), Socket::of(k, false)];
         let found = current.filter(|id| self.map.contains_key(id)).or(match anchor {
             Anchor::Session(id) => self.map.contains_key(&id).then_some(id),
@@ -162,6 +184,7 @@ impl Sessions {
                     blocked: false,
                     lifted: false,
                     last_activity_ns: now_ns,
+                    codec,
                     relays: BTreeSet::new(),
                     holds: BTreeMap::new(),
                 },
@@ -299,6 +322,19 @@ mod tests {
     use super::*;
     use crate::key::parse_flow;
 
+    fn joining(key: &FlowKey, blocked: bool) -> Joining<'_> {
+        Joining {
+            key,
+            initiator: 0,
+            current: None,
+            anchor: Anchor::Guess,
+            label: Label::Voip,
+            blocked,
+            first_seen_ns: 0,
+            codec: (50.0, 100.0),
+        }
+    }
+
     fn cfg(mode: Mode) -> Config {
         Config { mode, hold_ns: 10_000_000_000, ..Default::default() }
     }
@@ -317,8 +353,8 @@ mod tests {
         let mut s = Sessions::new(0);
         let call = parse_flow("udp", "192.0.2.2:40000", "198.51.100.2:3478").unwrap().canonical();
         let hop = parse_flow("udp", "192.0.2.2:40002", "198.51.100.3:3478").unwrap().canonical();
-        let id = s.join(&call, 0, None, Anchor::Guess, Label::Voip, true, 0, 0);
-        assert_eq!(s.join(&hop, 0, None, Anchor::Guess, Label::Voip, true, 0, 0), id, "same host, same session");
+        let id = s.join(&joining(&call, true), 0);
+        assert_eq!(s.join(&joining(&hop, true), 0), id, "same host, same session");
         assert_eq!(s.members(Some(id)), [call, hop]);
         let mut cmds = Vec::new();
         s.upkeep(&cfg(Mode::Block), 1, |_| Some((1, true)), &mut cmds);
@@ -343,12 +379,13 @@ mod tests {
     fn monitor_mode_holds_nothing_but_still_suspects() {
         let mut s = Sessions::new(0);
         let call = parse_flow("udp", "192.0.2.2:40000", "198.51.100.2:3478").unwrap().canonical();
-        s.join(&call, 0, None, Anchor::Guess, Label::Voip, false, 0, 0);
+        s.join(&joining(&call, false), 0);
         let mut cmds = Vec::new();
         s.upkeep(&cfg(Mode::Monitor), 1, |_| Some((1, true)), &mut cmds);
         assert!(cmds.is_empty());
         let other = parse_flow("tcp", "192.0.2.2:50000", "203.0.113.9:443").unwrap();
-        assert!(s.suspects(&cfg(Mode::Monitor), 2).of(&other).is_some());
+        assert_eq!(s.suspects(&cfg(Mode::Monitor), 2).of(&other).map(|x| x.1), Some(false));
+        assert_eq!(s.suspects(&cfg(Mode::Monitor), 2).of(&call).map(|x| x.1), Some(true));
         assert!(s.suspects(&cfg(Mode::Monitor), 20_000_000_000).of(&other).is_none(), "the hold ran out");
     }
 }

@@ -10,8 +10,8 @@ use aya::{
 };
 use log::warn;
 use voipdetect_common::{
-    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, Stat,
-    maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, STATS},
+    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
+    maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, SESSIONS, STATS},
 };
 
 use super::{batch, host::check_privileges};
@@ -52,6 +52,7 @@ pub struct Maps {
     pub(super) flows: HashMap<MapData, FlowKey, FlowCounters>,
     blocklist: HashMap<MapData, FlowKey, BlockEntry>,
     holds: HashMap<MapData, HoldKey, HoldEntry>,
+    sessions: HashMap<MapData, FlowKey, SessionTag>,
     stats: PerCpuArray<MapData, u64>,
     control: Array<MapData, Control>,
     /// Whether batch lookups work on this kernel (cleared on the first refusal).
@@ -76,6 +77,7 @@ impl Maps {
             flows: HashMap::try_from(take(ebpf, FLOWS)?).context(FLOWS)?,
             blocklist: HashMap::try_from(take(ebpf, BLOCKLIST)?).context(BLOCKLIST)?,
             holds: HashMap::try_from(take(ebpf, HOLDS)?).context(HOLDS)?,
+            sessions: HashMap::try_from(take(ebpf, SESSIONS)?).context(SESSIONS)?,
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).context(STATS)?,
             control: Array::try_from(take(ebpf, CONTROL)?).context(CONTROL)?,
             batch_ok: std::cell::Cell::new(true),
@@ -96,6 +98,7 @@ impl Maps {
             flows: HashMap::try_from(open(FLOWS)?).context(FLOWS)?,
             blocklist: HashMap::try_from(open(BLOCKLIST)?).context(BLOCKLIST)?,
             holds: HashMap::try_from(open(HOLDS)?).context(HOLDS)?,
+            sessions: HashMap::try_from(open(SESSIONS)?).context(SESSIONS)?,
             stats: PerCpuArray::try_from(open(STATS)?).context(STATS)?,
             control: Array::try_from(open(CONTROL)?).context(CONTROL)?,
             batch_ok: std::cell::Cell::new(true),
@@ -201,6 +204,38 @@ impl Maps {
             Err(e) => return Err(e).context("removing a hold"),
         }
         self.publish()
+    }
+
+    /// Tags both directions of `key`'s conversation with its session. A
+    /// full map only costs `voipdetect flows` the column: not an error.
+    pub fn tag(&mut self, key: &FlowKey, tag: SessionTag) {
+        for k in [*key, key.reversed()] {
+            if let Err(e) = self.sessions.insert(k, tag, 0) {
+                log::debug!("session tag not written: {e}");
+            }
+        }
+    }
+
+    /// Removes the session tags of `key`'s conversation.
+    pub fn untag(&mut self, key: &FlowKey) {
+        for k in [*key, key.reversed()] {
+            let _ = self.sessions.remove(&k);
+        }
+    }
+
+    /// The session tags, by direction.
+    pub fn sessions(&self) -> anyhow::Result<std::collections::HashMap<FlowKey, SessionTag>> {
+        let mut out = std::collections::HashMap::new();
+        for item in self.sessions.iter() {
+            match item {
+                Ok((k, v)) => {
+                    out.insert(k, v);
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("reading the session tags"),
+            }
+        }
+        Ok(out)
     }
 
     /// The holds as the kernel sees them.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use voipdetect_common::maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, STATS};
+use voipdetect_common::maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, SESSIONS, STATS};
 
 /// Where the BPF filesystem is mounted (and mounted by us when it is not).
 pub const BPF_FS_ROOT: &str = "/sys/fs/bpf";
@@ -12,7 +12,7 @@ pub const BPF_FS_ROOT: &str = "/sys/fs/bpf";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/voipdetect";
 
 /// Every map the controller pins, by its name in the object.
-pub const MAP_NAMES: [&str; 5] = [FLOWS, BLOCKLIST, HOLDS, STATS, CONTROL];
+pub const MAP_NAMES: [&str; 6] = [FLOWS, BLOCKLIST, HOLDS, SESSIONS, STATS, CONTROL];
 
 /// Pins of interface links are called `link-<iface>`.
 const LINK_PREFIX: &str = "link-";
