@@ -68,7 +68,10 @@ pub struct Thresholds {
     pub rate_cadence_min_share: f64,
     /// Share of packets that must fall in two adjacent size buckets.
     /// Voice codecs emit near-constant sizes (CBR) or a narrow band (VBR);
-    /// game servers and web traffic spread over many sizes.
+    /// game servers and web traffic spread over many sizes. A 30 Hz game
+    /// whose tick lands in the 30 ms voice bucket fails here on both sides:
+    /// its client sends state that varies with the action too (30–420 B),
+    /// not a codec's frame.
     pub min_size_stability: f64,
     /// Largest ratio between the two directions' packet rates when both
     /// speak. A call sends the same codec stream both ways.
@@ -90,11 +93,23 @@ pub struct Thresholds {
     /// buckets, at least this share of the gaps between frames)...
     pub video_min_frame_share: f64,
     /// ...carrying this many packets per second...
+    ///
+    /// Cloud gaming's downlink is not such video: 60 fps (frame gaps in the
+    /// 20 ms bucket) at 700+ packets/s. Its uplink, controller input at
+    /// 100 Hz, is as voice-shaped as a 10 ms codec, but a call needs the
+    /// other side to speak or send 15–30 fps video, and a one-way leg needs
+    /// the other side silent.
     pub video_pps: (f64, f64),
     /// ...of at least this mean size (video packets fill most of an MTU).
     pub video_min_size: f64,
     /// Consecutive call windows before a behaviour-only verdict: one window
     /// can be a coincidence, two seconds of two-way voice cadence are a call.
+    /// Both sides must have spoken in the run: SSH with keystroke-timing
+    /// obfuscation sends a 36 B packet every 20 ms while the user types,
+    /// but the server only echoes now and then (quiet) or prints a burst
+    /// (neither voice), so its windows never make a call. (Typing is one
+    /// side speaking with the other quiet: a one-way leg, which is a call
+    /// only when its socket receives voice on another leg.)
     pub windows_needed: u32,
     /// In-sequence RTP packets needed in a direction (over the current and
     /// the previous window) for a structural verdict. Random bytes match an
