@@ -198,16 +198,22 @@ pub fn session_calls(secs: u64) -> Vec<Call> {
     calls
 }
 
-/// Voice that is hard to see by its rate: 60 ms frames, and opaque VBR
-/// with silence suppression (Opus DTX: a packet every 400 ms in silence).
-pub fn low_rate_calls(secs: u64) -> Vec<Flow> {
+/// Voice that is hard to see: 60 ms frames, opaque VBR with silence
+/// suppression (Opus DTX: a packet every 400 ms in silence), and voice
+/// that crossed a jittery path (queueing delays of 8 ms on average on a
+/// 20 ms stream, 15 ms on a 60 ms one, both ways).
+pub fn hard_to_see_calls(secs: u64) -> Vec<Flow> {
     let mut v = Vec::new();
-    let mut f = crate::pattern::call("opaque 60 ms vbr", Transport::Udp, &opus_60ms(secs), 41_030, 41_030);
-    f.is_call = true;
-    v.push(f);
+    v.push(crate::pattern::call("opaque 60 ms vbr", Transport::Udp, &opus_60ms(secs), 41_030, 41_030));
     let mut dtx = opus(secs);
     dtx.dtx = Some(Dtx { talk_ms: (1500, 4000), cn_every_ms: (380, 420), cn_size: 14, starts: true, seed: 41 });
     v.push(crate::pattern::call("opaque vbr with silence suppression", Transport::Udp, &dtx, 41_031, 41_031));
+    let mut jittery = opus(secs);
+    jittery.path_jitter_ms = 8.0;
+    v.push(crate::pattern::call("opaque vbr 20 ms over a jittery path", Transport::Udp, &jittery, 41_032, 41_032));
+    let mut jittery60 = opus_60ms(secs);
+    jittery60.path_jitter_ms = 15.0;
+    v.push(crate::pattern::call("opaque 60 ms over a jittery path", Transport::Udp, &jittery60, 41_033, 41_033));
     v
 }
 

@@ -43,6 +43,11 @@ pub struct Voice {
     pub duration: Duration,
     /// Uniform send-time jitter, ± ms.
     pub jitter_ms: f64,
+    /// Queueing delay on the path, exponential with this mean (ms), order
+    /// kept: what a mobile or Wi-Fi path does to a codec's clock by the
+    /// time the packets pass the gateway (gaps scatter, late packets catch
+    /// up with the next in bursts).
+    pub path_jitter_ms: f64,
     /// Carry an RTP header (else opaque random bytes: SRTP-like or app-specific).
     pub rtp: bool,
     /// RTP payload type and clock rate.
@@ -76,6 +81,7 @@ impl Voice {
             pad_to: None,
             duration,
             jitter_ms: 1.0,
+            path_jitter_ms: 0.0,
             rtp: true,
             pt: PT_PCMU,
             clock_hz: 8000,
@@ -105,13 +111,16 @@ impl Voice {
         let total_ms = self.duration.as_millis() as u64;
         let talking = self.dtx.map(|d| spurts(&d, total_ms));
         let mut out = Vec::new();
+        let mut queue_free_at = Duration::ZERO;
         let mut next_rtcp = self.rtcp_every_ms.unwrap_or(u64::MAX);
         let mut t_ms = 0.0f64;
         while (t_ms as u64) < total_ms {
             let now = t_ms as u64;
             let speaking = talking.as_ref().is_none_or(|sp| sp.iter().any(|&(a, b)| (a..b).contains(&now)));
             let jitter = if self.jitter_ms > 0.0 { rng.random_range(-self.jitter_ms..self.jitter_ms) } else { 0.0 };
-            let at = Duration::from_secs_f64((t_ms + jitter).max(0.0) / 1000.0);
+            let queued = if self.path_jitter_ms > 0.0 { -self.path_jitter_ms * (1.0 - rng.random::<f64>()).ln() } else { 0.0 };
+            let at = Duration::from_secs_f64((t_ms + jitter + queued).max(0.0) / 1000.0).max(queue_free_at);
+            queue_free_at = at;
             let size = if speaking {
                 let j = self.size_jitter as i64;
                 (self.payload as i64 + if j > 0 { rng.random_range(-j..=j) } else { 0 }).max(1) as usize
@@ -514,7 +523,7 @@ pub fn call_variants(secs: u64) -> Vec<Flow> {
     let mut rtcp = vbr;
     rtcp.rtcp_every_ms = Some(500);
     v.push(call("opaque media with rtcp", Transport::Udp, &rtcp, s, c));
-    v.extend(crate::calls::low_rate_calls(secs));
+    v.extend(crate::calls::hard_to_see_calls(secs));
     Ports::new(0, 0).spread(&mut v);
     v
 }

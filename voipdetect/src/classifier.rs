@@ -66,6 +66,16 @@ pub struct Thresholds {
     /// 40 ms frames is held to the 20 ms rate.
     pub max_rate_over_cadence: f64,
     pub rate_cadence_min_share: f64,
+    /// A codec clock seen through network jitter: gaps scatter around the
+    /// interval (a 20 ms stream with jitter of 10 ms on average keeps only
+    /// about 40 % of its gaps in the 20 ms bucket, and shows bursts where a
+    /// late packet catches up), but the rate stays the clock's. A direction
+    /// whose rate is within `max_rate_over_cadence` of a codec clock's, with
+    /// at least this share of its gaps in that interval's bucket or the two
+    /// next to it (and the burst and size tests as for any voice), is voice
+    /// too. Games keep their tick rates (60, 64, 128 Hz) away from codec
+    /// clocks, and their state sizes spread.
+    pub jitter_min_share: f64,
     /// Share of packets that must fall in two adjacent size buckets.
     /// Voice codecs emit near-constant sizes (CBR) or a narrow band (VBR);
     /// game servers and web traffic spread over many sizes. A 30 Hz game
@@ -174,6 +184,7 @@ impl Default for Thresholds {
             max_burst_share: 0.3,
             max_rate_over_cadence: 1.12,
             rate_cadence_min_share: 0.2,
+            jitter_min_share: 0.6,
             min_size_stability: 0.7,
             max_rate_ratio: 3.0,
             max_size_ratio: 2.5,
@@ -447,6 +458,15 @@ impl Classifier {
             && share >= t.min_cadence_share
             && let Some(fastest_ms) = d.fastest_cadence(t.rate_cadence_min_share)
             && pps * (1.0 - d.gap_share(0)) <= 1000.0 / f64::from(fastest_ms) * t.max_rate_over_cadence
+        {
+            return DirKind::Voice { pps, cadence_ms, mean_size };
+        }
+        if pps <= t.max_pps
+            && mean_size <= t.max_mean_size
+            && d.gap_share(0) <= t.max_burst_share
+            && d.size_stability() >= t.min_size_stability
+            && let Some((cadence_ms, share)) = d.jittered_cadence(pps, t.max_rate_over_cadence)
+            && share >= t.jitter_min_share
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }

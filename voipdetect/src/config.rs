@@ -234,6 +234,7 @@ struct ThresholdFile {
     max_pps: Option<f64>,
     max_mean_size: Option<f64>,
     min_cadence_share: Option<f64>,
+    jitter_min_share: Option<f64>,
     max_burst_share: Option<f64>,
     min_size_stability: Option<f64>,
     max_rate_ratio: Option<f64>,
@@ -405,6 +406,7 @@ impl Settings {
                 max_pps,
                 max_mean_size,
                 min_cadence_share,
+                jitter_min_share,
                 max_burst_share,
                 min_size_stability,
                 max_rate_ratio,
@@ -446,6 +448,7 @@ impl Settings {
         let t = &self.thresholds;
         for (k, v) in [
             ("min_cadence_share", t.min_cadence_share),
+            ("jitter_min_share", t.jitter_min_share),
             ("max_burst_share", t.max_burst_share),
             ("min_size_stability", t.min_size_stability),
             ("held_min_cadence_share", t.held_min_cadence_share),

@@ -154,6 +154,24 @@ impl DirWindow {
         CADENCE_BUCKETS.iter().find(|&&(_, b)| total > 0.0 && f64::from(self.iat[b]) >= min_share * total).map(|&(ms, _)| ms)
     }
 
+    /// The packetisation interval (ms) whose rate `pps` is within a factor
+    /// `tolerance` of, and the share of gaps in its bucket or the two next
+    /// to it: what a codec clock looks like after network jitter has
+    /// spread its gaps (the rate stays the clock's, the gaps scatter around
+    /// the interval). `None` when the rate is no codec's.
+    pub fn jittered_cadence(&self, pps: f64, tolerance: f64) -> Option<(u32, f64)> {
+        let total = self.gaps();
+        if total == 0 {
+            return None;
+        }
+        let &(ms, b) = CADENCE_BUCKETS.iter().find(|&&(ms, _)| {
+            let clock = 1000.0 / f64::from(ms);
+            pps <= clock * tolerance && pps * tolerance >= clock
+        })?;
+        let near: u32 = self.iat[b.saturating_sub(1)..=(b + 1).min(IAT_BUCKETS - 1)].iter().sum();
+        Some((ms, f64::from(near) / f64::from(total)))
+    }
+
     /// Among gaps that are not back-to-back (≥ 2 ms), the video frame
     /// interval most fall into (30/40/60 ms buckets: 33, 25 and 15 fps) and
     /// the share that do.
