@@ -320,15 +320,17 @@ fn verifier_budget_has_headroom() {
     let mut dp = Datapath::load(&LoadOptions::default()).unwrap();
     let n = dp.verified_instructions().unwrap().expect("this kernel reports verified instructions");
     eprintln!("figure: the verifier walked {n} instructions of its 1 000 000 limit");
-    // Every header check added to the parser or the hints multiplies the
-    // paths the verifier walks (about 780 000 here, with every parse path
-    // times every payload check): fail here, with room to spare, rather
-    // than on a kernel whose verifier prunes a little less.
-    assert!(n < 850_000, "the verifier walked {n} instructions: close to the 1M limit");
+    // The program's stages are global functions the verifier checks one
+    // by one (about 134 000 steps here; inlined into one function they
+    // took 780 000, every later stage once per parse path). Fail here,
+    // with room to spare, if a change brings the multiplication back.
+    assert!(n < 400_000, "the verifier walked {n} instructions: the stages multiply again");
 }
 
+/// A full table takes a new flow in the slot of the one seen longest ago
+/// among its probes, and counts it, rather than refusing it.
 #[test]
-fn lru_evicts_instead_of_refusing() {
+fn a_full_table_evicts_instead_of_refusing() {
     voipdetect_tests::require_root();
     let mut dp = Datapath::load(&LoadOptions { flow_entries: 64, ..Default::default() }).unwrap();
     for port in 0..1000u16 {
@@ -338,5 +340,7 @@ fn lru_evicts_instead_of_refusing() {
     let s = dp.stats().unwrap();
     assert_eq!(s.get(Stat::Tracked), 1000);
     assert_eq!(s.get(Stat::FlowTableFull), 0);
-    assert!(count_flows(&dp) <= 64 + 64, "LRU kept {}", count_flows(&dp));
+    assert_eq!(s.get(Stat::NewFlow), 1000);
+    assert!(s.get(Stat::Evicted) >= 1000 - 64, "{} evicted", s.get(Stat::Evicted));
+    assert_eq!(count_flows(&dp), 64, "the IPv4 table has 64 slots");
 }

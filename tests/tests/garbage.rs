@@ -141,7 +141,9 @@ fn a_million_broken_frames_all_pass_and_are_all_counted() {
     let d = dp.stats().unwrap().since(&before);
     assert_eq!(d.seen(), n, "outcome counters must add up to the frames sent: {d:?}");
     assert_eq!(d.get(Stat::Dropped), 0);
-    for s in Stat::ALL {
+    // Every outcome and event but evictions, which depend on the kernel
+    // table's size (the replay's grows as needed).
+    for s in Stat::ALL.into_iter().filter(|s| *s != Stat::Evicted) {
         assert_eq!(d.get(s), engine.stats[s as usize], "kernel and replay disagree on {}", s.name());
     }
     let per_reason: Vec<String> = Stat::ALL.iter().filter(|s| s.is_outcome()).map(|s| format!("{}={}", s.name(), d.get(*s))).collect();

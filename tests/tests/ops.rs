@@ -336,8 +336,10 @@ fn a_flow_flood_does_not_delay_the_block_or_cost_other_flows() {
     assert!(flooded <= quiet + 1.0, "the flood delayed the block: {quiet:.2} s vs {flooded:.2} s");
     let c = &st["counters"];
     assert!(c["new_flow"].as_u64().unwrap() >= FLOOD_FLOWS, "{sent} frames offered did not create {FLOOD_FLOWS} flows: {st}");
-    assert_eq!(c["flow_table_full"], 0, "the LRU refused entries instead of evicting: {st}");
-    assert!(st["flows_tracked"].as_u64().unwrap() <= 65_536 + 1024, "{st}");
+    assert_eq!(c["flow_table_full"], 0, "the flow table refused entries instead of evicting: {st}");
+    assert!(c["evicted"].as_u64().unwrap() > 0, "a flood past the table's size evicted nothing: {st}");
+    // 65 536 IPv4 slots: the table never grows past what it was given.
+    assert!(st["flows_tracked"].as_u64().unwrap() <= 65_536, "{st}");
     // Only the call's two directions are listed: every drop is the call's.
     assert_eq!(st["blocklist_active"], 2, "{st}");
     assert!(rss < 200 << 20, "controller RSS {} MiB", rss >> 20);

@@ -1,12 +1,13 @@
 //! The per-packet feature update: what one packet does to its flow's
-//! counters. The XDP program calls [`update`] on the map entry in place;
-//! `voipdetect replay` calls it on an in-memory entry with the capture's
-//! timestamps, so both drivers produce identical counters.
+//! counters. The XDP program calls [`update`] (a flow that may be media) or
+//! [`update_plain`] (any other) on the table slot in place; `voipdetect
+//! replay` calls them on an in-memory entry with the capture's timestamps,
+//! so both drivers produce identical counters.
 
 use crate::{
-    flow::FlowCounters,
-    hints::{Hint, Iax2, Rtp},
-    parse::Packet,
+    flow::{FlowCounters, FlowKey, PROTO_UDP},
+    hints::{Hint, Iax2, Rtp, inspect},
+    parse::{Bytes, Packet},
 };
 
 /// Inter-arrival buckets between payload packets of one direction.
@@ -106,6 +107,25 @@ fn add64(v: &mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(v, n) };
 }
 
+/// Compare-and-swap: `*v` becomes `new` if it is `old`; whether it did.
+/// (BPF_CMPXCHG on a double word, which every BPF CPU version has.)
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+pub fn cas64(v: &mut u64, old: u64, new: u64) -> bool {
+    use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg};
+    // SAFETY: `v` is a valid, aligned u64 for the duration of the call.
+    unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(v, old, new).1 }
+}
+
+/// See the BPF version.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+pub fn cas64(v: &mut u64, old: u64, new: u64) -> bool {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: `v` is a valid, aligned u64 for the duration of the call.
+    unsafe { AtomicU64::from_ptr(v) }.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+}
+
 #[cfg(not(target_arch = "bpf"))]
 #[inline(always)]
 fn add32(v: &mut u32, n: u32) {
@@ -123,8 +143,18 @@ fn add64(v: &mut u64, n: u64) {
 }
 
 #[inline(always)]
-fn bump(v: &mut u16) {
+fn bump(v: &mut u8) {
     *v = v.wrapping_add(1);
+}
+
+/// Whether a new flow starts as possible media. Every UDP flow does: a
+/// call's first packets (an RTP stream's first five, a STUN exchange) must
+/// be seen, and most UDP flows are short. TCP flows start plain: the
+/// controller turns one into media when its rate and sizes could be voice
+/// (an audio call over TCP runs for minutes; a bulk transfer never does).
+#[inline(always)]
+pub fn starts_as_media(key: &FlowKey) -> u8 {
+    u8::from(key.proto == PROTO_UDP)
 }
 
 /// Counts a dropped packet of a blocked flow.
@@ -138,7 +168,45 @@ pub fn count_drop(c: &mut FlowCounters, now_ns: u64) {
     c.last_seen_ns = now_ns;
 }
 
-/// Applies one parsed packet, seen at `now_ns`, to its direction's counters.
+/// A new flow's counters as the program files them on its first packet.
+#[inline(always)]
+pub fn new_flow(key: &FlowKey, now_ns: u64, ifindex: u32) -> FlowCounters {
+    FlowCounters { media: starts_as_media(key), ..FlowCounters::new(now_ns, ifindex) }
+}
+
+/// One packet, seen at `now_ns`, through the update its flow's media flag
+/// picks: the replay's and the tests' form of what the program does (the
+/// program reads the precise clock for media flows, the coarse one for
+/// the others; a capture has one clock).
+#[inline(always)]
+pub fn apply<B: Bytes + ?Sized>(c: &mut FlowCounters, pkt: &Packet, frame: &B, now_ns: u64) {
+    if c.media != 0 {
+        update(c, pkt, inspect(frame, pkt), now_ns);
+    } else {
+        update_plain(c, pkt, now_ns);
+    }
+}
+
+/// Applies one parsed packet of a plain (not media) flow, seen at
+/// `now_ns` (the coarse clock is enough): counts and sizes, no gaps, no
+/// header checks.
+#[inline(always)]
+pub fn update_plain(c: &mut FlowCounters, pkt: &Packet, now_ns: u64) {
+    c.last_seen_ns = now_ns;
+    let len = pkt.payload_len;
+    if len == 0 {
+        add32(&mut c.empty, 1);
+        return;
+    }
+    add32(&mut c.packets, 1);
+    add64(&mut c.bytes, u64::from(len));
+    if let Some(h) = c.size_hist.get_mut(size_bucket(len)) {
+        bump(h);
+    }
+}
+
+/// Applies one parsed packet of a flow that may be media, seen at `now_ns`
+/// (the precise clock: gaps are measured), to its direction's counters.
 #[inline(always)]
 pub fn update(c: &mut FlowCounters, pkt: &Packet, hint: Hint, now_ns: u64) {
     c.last_seen_ns = now_ns;
@@ -183,7 +251,7 @@ pub fn update(c: &mut FlowCounters, pkt: &Packet, hint: Hint, now_ns: u64) {
 fn iax2_continuity(c: &mut FlowCounters, f: &Iax2) {
     let dts = f.ts.wrapping_sub(c.rtp_ts as u16);
     if c.rtp_pt == PT_IAX2 && c.rtp_ssrc == u32::from(f.call) && (1..=IAX2_MAX_TS_STEP).contains(&dts) {
-        bump(&mut c.rtp_ok);
+        c.rtp_ok = c.rtp_ok.wrapping_add(1);
         c.rtp_ts_step = dts;
     }
     c.rtp_ssrc = u32::from(f.call);
@@ -197,7 +265,7 @@ fn rtp_continuity(c: &mut FlowCounters, r: &Rtp) {
     let dseq = r.seq.wrapping_sub(c.rtp_seq);
     let dts = r.ts.wrapping_sub(c.rtp_ts);
     if r.ssrc == c.rtp_ssrc && r.pt == c.rtp_pt && (1..=RTP_MAX_SEQ_STEP).contains(&dseq) && dts <= RTP_MAX_TS_STEP {
-        bump(&mut c.rtp_ok);
+        c.rtp_ok = c.rtp_ok.wrapping_add(1);
         if dseq == 1 && dts != 0 {
             c.rtp_ts_step = if dts > u16::MAX as u32 { u16::MAX } else { dts as u16 };
         }
@@ -246,6 +314,13 @@ mod tests {
         assert_eq!(c.bytes, 50 * 172);
         assert_eq!(c.iat_hist[3], 49);
         assert_eq!(c.iat_hist.iter().map(|&x| u32::from(x)).sum::<u32>(), 49);
+        // A plain flow counts the same packets and sizes, no gaps.
+        let mut p = FlowCounters::new(0, 1);
+        for i in 0..50u64 {
+            update_plain(&mut p, &pkt(172), 1_000 * MS + i * 20 * MS);
+        }
+        assert_eq!((p.packets, p.bytes, p.size_hist, p.iat_hist), (c.packets, c.bytes, c.size_hist, [0; IAT_BUCKETS]));
+        assert_eq!(p.last_seen_ns, c.last_seen_ns);
         assert_eq!(c.size_hist[3], 50);
         assert_eq!(c.last_seen_ns, 1_000 * MS + 49 * 20 * MS);
     }

@@ -55,7 +55,9 @@ impl FlowKey {
     }
 }
 
-/// Per-direction counters, updated by [`crate::features::update`].
+/// Per-direction counters, updated by [`crate::features::update`] (flows
+/// the controller treats as media) or [`crate::features::update_plain`]
+/// (every other flow): 96 bytes, the value part of a flow-table slot.
 ///
 /// Concurrency: each direction is its own entry, so the two directions of a
 /// call never share memory. One direction is normally handled by one CPU (RSS
@@ -63,13 +65,15 @@ impl FlowKey {
 /// and `dropped` are still exact (atomic adds) and the histograms may lose an
 /// increment to a race, which moves a ratio by 1/N and nothing else.
 ///
-/// The histogram and hint counters are `u16` and wrap: the controller only
-/// ever uses their differences between two polls taken well under 65 536
-/// packets apart.
+/// The histogram and hint counters are `u8` and wrap: the controller only
+/// uses their differences between two polls, and only for directions slow
+/// enough to be voice or video (under 400 packets/s, so at most 100 a
+/// poll); `rtp_ok` is `u16`, read as a count since the flow began.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCounters {
-    /// CLOCK_MONOTONIC (kernel: `bpf_ktime_get_ns`) of the first packet.
+    /// CLOCK_MONOTONIC of the first packet (precise for media flows, the
+    /// coarse clock's tick otherwise).
     pub first_seen_ns: u64,
     /// Time of the latest packet of any kind, dropped ones included.
     pub last_seen_ns: u64,
@@ -104,30 +108,35 @@ pub struct FlowCounters {
     /// sequence +1..+4, timestamp moved forward by at most a second at 90 kHz
     /// (or IAX2 voice frames of one call with a timestamp moving forward).
     pub rtp_ok: u16,
-    /// Inter-arrival gaps between payload packets, by [`crate::features::iat_bucket`].
-    pub iat_hist: [u16; IAT_BUCKETS],
+    /// Inter-arrival gaps between payload packets, by [`crate::features::iat_bucket_ticks`].
+    pub iat_hist: [u8; IAT_BUCKETS],
     /// Payload sizes, by [`crate::features::size_bucket`].
-    pub size_hist: [u16; SIZE_BUCKETS],
+    pub size_hist: [u8; SIZE_BUCKETS],
     /// STUN messages (RFC 8489) and TURN ChannelData frames (RFC 8656 §12).
-    pub stun: u16,
+    pub stun: u8,
     /// RTCP packets (RFC 3550 §6, RFC 5761 §4).
-    pub rtcp: u16,
+    pub rtcp: u8,
     /// DTLS records (RFC 9147 §4), as used for DTLS-SRTP key exchange.
-    pub dtls: u16,
+    pub dtls: u8,
     /// Media framed in another layer: RTP in TURN ChannelData or in an
     /// RFC 4571 length-prefixed TCP stream.
-    pub framed: u16,
+    pub framed: u8,
     /// Payload type of the last RTP header (marker bit cleared).
     pub rtp_pt: u8,
     /// 1 when `blocked_until_ns` came from a hold (see [`HoldKey`]), not
     /// the blocklist: a blocklist change then re-reads the holds too.
     pub held: u8,
-    pub _pad: [u8; 4],
+    /// 1 while the flow may be media: its packets read the precise clock
+    /// for the gap histogram and have their headers checked. Set for UDP
+    /// flows when they are created (see [`crate::features::starts_as_media`]);
+    /// the controller sets and clears it afterwards.
+    pub media: u8,
+    pub _pad: u8,
 }
-const _: () = assert!(size_of::<FlowCounters>() == 120);
+const _: () = assert!(size_of::<FlowCounters>() == 96);
 
 impl FlowCounters {
-    /// All zero: the value a new map entry is created from.
+    /// All zero: the value a new entry starts from.
     pub const ZERO: Self = Self {
         first_seen_ns: 0,
         last_seen_ns: 0,
@@ -152,13 +161,14 @@ impl FlowCounters {
         framed: 0,
         rtp_pt: 0,
         held: 0,
-        _pad: [0; 4],
+        media: 0,
+        _pad: 0,
     };
 
     /// A fresh entry for a flow first seen at `now_ns` on `ifindex`.
     #[inline(always)]
     pub fn new(now_ns: u64, ifindex: u32) -> Self {
-        Self { first_seen_ns: now_ns, last_seen_ns: now_ns, ifindex, ..Default::default() }
+        Self { first_seen_ns: now_ns, last_seen_ns: now_ns, ifindex, ..Self::ZERO }
     }
 }
 
@@ -184,8 +194,12 @@ pub struct Control {
     /// Holds listed in the hold map. While it is zero, a new flow looks
     /// nothing up there.
     pub holds: u32,
+    /// The flow tables' hash seed: secret, set once when the tables are
+    /// created (a controller that adopts pinned tables keeps it), so a
+    /// sender cannot aim its 5-tuples at one slot's probe sequence.
+    pub seed: u64,
 }
-const _: () = assert!(size_of::<Control>() == 8);
+const _: () = assert!(size_of::<Control>() == 16);
 
 /// [`HoldKey::kind`]: every conversation of one socket (`local`,
 /// `local_port`, `proto`; `remote` and `remote_port` zero).
@@ -193,6 +207,11 @@ pub const HOLD_SOCKET: u8 = 1;
 /// [`HoldKey::kind`]: every conversation between one host (`local`) and
 /// one remote socket (`remote`, `remote_port`, `proto`; `local_port` zero).
 pub const HOLD_PEER: u8 = 2;
+/// [`HoldKey::kind`]: every conversation of one host (`local` only), which
+/// is not dropped but counted as media from its first packet: a call's
+/// host under suspicion, whose next conversation may be the call coming
+/// back over TCP.
+pub const HOLD_HOST: u8 = 3;
 
 /// A hold: while a call's session lasts, a new conversation of its
 /// socket, or between its host and a relay it used, is the call coming
@@ -210,7 +229,7 @@ pub struct HoldKey {
     pub remote_port: u16,
     pub proto: u8,
     pub family: u8,
-    /// [`HOLD_SOCKET`] or [`HOLD_PEER`].
+    /// [`HOLD_SOCKET`], [`HOLD_PEER`] or [`HOLD_HOST`].
     pub kind: u8,
     pub _pad: u8,
 }
@@ -221,6 +240,12 @@ impl HoldKey {
     #[inline(always)]
     pub fn socket(family: u8, proto: u8, addr: [u8; 16], port: u16) -> Self {
         Self { local: addr, remote: [0; 16], local_port: port, remote_port: 0, proto, family, kind: HOLD_SOCKET, _pad: 0 }
+    }
+
+    /// The host `addr`'s new conversations start as media.
+    #[inline(always)]
+    pub fn host(family: u8, addr: [u8; 16]) -> Self {
+        Self { local: addr, remote: [0; 16], local_port: 0, remote_port: 0, proto: 0, family, kind: HOLD_HOST, _pad: 0 }
     }
 
     /// The hold on conversations between host `addr` and `remote:port`.

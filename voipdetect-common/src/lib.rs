@@ -2,8 +2,9 @@
 //!
 //! Everything here is `no_std` and used by both sides: the map value layouts
 //! ([`flow`]), the global counter indices ([`stats`]), the one packet parser
-//! ([`parse`]), the cheap media-header checks ([`hints`]) and the per-packet
-//! feature update ([`features`]). The kernel program runs them on XDP frames;
+//! ([`parse`]), the cheap media-header checks ([`hints`]), the per-packet
+//! feature update ([`features`]) and the flow tables' layout and hashing
+//! ([`table`]). The kernel program runs them on XDP frames;
 //! the userspace replay runs them on captured frames, so both produce the same
 //! counters for the same packets.
 #![no_std]
@@ -16,6 +17,7 @@ pub mod hints;
 pub mod maps;
 pub mod parse;
 pub mod stats;
+pub mod table;
 
 pub use flow::{BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag};
 pub use stats::Stat;

@@ -1,7 +1,12 @@
 //! Map names and default sizes, defined once for both sides.
 
-/// Per-direction flow counters: `LRU_HASH<FlowKey, FlowCounters>`.
-pub const FLOWS: &str = "VD_FLOWS";
+/// The IPv4 flow table: `ARRAY<Slot4>`, mmap-able (see [`crate::table`]).
+pub const FLOWS4: &str = "VD_FLOWS4";
+/// The IPv6 flow table: `ARRAY<Slot6>`, mmap-able.
+pub const FLOWS6: &str = "VD_FLOWS6";
+/// Load-time constants: the slot-count masks of the two tables.
+pub const FLOWS4_MASK: &str = "FLOWS4_MASK";
+pub const FLOWS6_MASK: &str = "FLOWS6_MASK";
 /// Verdicts written by the controller: `HASH<FlowKey, BlockEntry>`.
 pub const BLOCKLIST: &str = "VD_BLOCKLIST";
 /// Global counters: `PERCPU_ARRAY<u64>` indexed by [`crate::Stat`].
@@ -14,8 +19,11 @@ pub const HOLDS: &str = "VD_HOLDS";
 /// (not preallocated), written by the controller for other processes.
 pub const SESSIONS: &str = "VD_SESSIONS";
 
-/// Default number of direction-flows the LRU keeps (settable at load time).
+/// Default slots of the IPv4 flow table (settable at load time; a power
+/// of two). The IPv6 table gets a quarter as many.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
+/// IPv6 slots per IPv4 slot.
+pub const V6_SHARE: u32 = 4;
 /// Default capacity of the blocklist (settable at load time).
 pub const DEFAULT_BLOCK_ENTRIES: u32 = 1 << 14;
 /// Capacity of the hold map: a few holds per call being held.

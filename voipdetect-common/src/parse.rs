@@ -60,7 +60,9 @@ impl Bytes for [u8] {
     }
 }
 
-/// What the parser found in a frame it accepts.
+/// What the parser found in a frame it accepts. (`repr(C)`: the XDP
+/// program hands it from its parser to the rest by pointer.)
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     pub key: FlowKey,
@@ -70,6 +72,16 @@ pub struct Packet {
     pub payload_len: u32,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
+}
+
+impl Packet {
+    /// Nothing parsed yet.
+    pub const EMPTY: Self = Self {
+        key: FlowKey { src: [0; 16], dst: [0; 16], sport: 0, dport: 0, proto: 0, family: 0, _pad: [0; 2] },
+        payload_off: 0,
+        payload_len: 0,
+        tcp_flags: 0,
+    };
 }
 
 #[inline(always)]

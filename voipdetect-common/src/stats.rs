@@ -27,7 +27,8 @@ pub enum Stat {
     VlanTooDeep,
     /// Passed: more IPv6 extension headers than [`crate::parse::MAX_IPV6_EXT`].
     Ipv6ExtTooDeep,
-    /// Passed: the flow table refused a new entry.
+    /// Passed: no slot for a new flow (every probe was being written by
+    /// another CPU at that moment).
     FlowTableFull,
     /// Event: a new direction-flow entry was created.
     NewFlow,
@@ -38,13 +39,16 @@ pub enum Stat {
     /// Event: a new flow matched a hold (its call came back on another
     /// 5-tuple) and is dropped from its first packet.
     Held,
+    /// Event: a new flow took the slot of the flow seen longest ago among
+    /// its probes (the table was full there).
+    Evicted,
 }
 
 impl Stat {
     /// Number of outcome slots (see the module docs).
     pub const OUTCOMES: usize = Stat::FlowTableFull as usize + 1;
     /// Number of slots in the map.
-    pub const COUNT: usize = Stat::Held as usize + 1;
+    pub const COUNT: usize = Stat::Evicted as usize + 1;
 
     /// Every stat in index order.
     pub const ALL: [Stat; Stat::COUNT] = [
@@ -62,6 +66,7 @@ impl Stat {
         Stat::EmptyPayload,
         Stat::BlockStart,
         Stat::Held,
+        Stat::Evicted,
     ];
 
     /// Stable snake_case name used in reports and metrics.
@@ -81,6 +86,7 @@ impl Stat {
             Stat::EmptyPayload => "empty_payload",
             Stat::BlockStart => "block_start",
             Stat::Held => "held",
+            Stat::Evicted => "evicted",
         }
     }
 

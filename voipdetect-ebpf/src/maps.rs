@@ -3,15 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use voipdetect_common::{
-    BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
-    maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_HOLD_ENTRIES, DEFAULT_SESSION_ENTRIES},
+    BlockEntry, Control, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
+    maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_HOLD_ENTRIES, DEFAULT_SESSION_ENTRIES},
 };
-
-#[map(name = "VD_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowCounters> = LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
 #[map(name = "VD_BLOCKLIST")]
 pub static BLOCKLIST: HashMap<FlowKey, BlockEntry> = HashMap::with_max_entries(DEFAULT_BLOCK_ENTRIES, 0);
@@ -40,20 +37,22 @@ pub fn count(stat: Stat) {
     }
 }
 
-/// The controller's current blocklist generation, and how many holds it
-/// has listed.
+/// The controller's current blocklist generation, how many holds it has
+/// listed, and the flow tables' hash seed.
 #[inline(always)]
-pub fn control() -> (u32, u32) {
+pub fn control() -> (u32, u32, u64) {
     match CONTROL.get_ptr(0) {
         // SAFETY: array entries always exist; a torn read is impossible for
-        // aligned u32s, and any value just triggers a re-check.
-        Some(c) => unsafe { ((*c).block_gen, (*c).holds) },
-        None => (0, 0),
+        // aligned words, and any value just triggers a re-check.
+        Some(c) => unsafe { ((*c).block_gen, (*c).holds, (*c).seed) },
+        None => (0, 0, 0),
     }
 }
 
-/// The latest deadline of the holds that match a flow (0: none): the
-/// sockets at either end, and either end's host with the other end.
+/// The latest deadline of the drop holds that match a flow (the sockets
+/// at either end, either end's host with the other end), with its lowest
+/// bit set when either end's host is held as media ([`HOLDS_MEDIA`]; a
+/// nanosecond off a deadline changes nothing).
 ///
 /// A global function: the verifier checks it once, on its own, rather
 /// than once for every path the parser can take to its call (inlined, its
@@ -67,19 +66,28 @@ pub extern "C" fn vd_hold_until(k: *const FlowKey) -> u64 {
     // SAFETY: the verifier hands a global function's pointer argument over
     // as possibly null memory of the pointee's size, checked here.
     let Some(k) = (unsafe { k.as_ref() }) else { return 0 };
-    let mut until = 0;
+    let (mut until, mut media) = (0u64, false);
     let mut key = HoldKey::socket(k.family, k.proto, k.src, k.sport);
-    for round in 0..4u8 {
+    for round in 0..6u8 {
         match round {
             1 => key = HoldKey::socket(k.family, k.proto, k.dst, k.dport),
             2 => key = HoldKey::peer(k.family, k.proto, k.src, k.dst, k.dport),
             3 => key = HoldKey::peer(k.family, k.proto, k.dst, k.src, k.sport),
+            4 => key = HoldKey::host(k.family, k.src),
+            5 => key = HoldKey::host(k.family, k.dst),
             _ => {}
         }
         // SAFETY: read-only copy of a value the controller owns.
         if let Some(h) = unsafe { HOLDS.get(&key) } {
-            until = until.max(h.expires_ns);
+            if round < 4 {
+                until = until.max(h.expires_ns);
+            } else {
+                media = true;
+            }
         }
     }
-    until
+    (until & !HOLDS_MEDIA) | if media { HOLDS_MEDIA } else { 0 }
 }
+
+/// The bit of [`vd_hold_until`]'s answer that says "count as media".
+pub const HOLDS_MEDIA: u64 = 1;

@@ -96,6 +96,14 @@ pub struct Thresholds {
     pub quiet_min_pps: f64,
     /// ...of at most this mean size.
     pub quiet_max_size: f64,
+    /// The kernel counts a flow as media (the precise clock for the gap
+    /// histogram, header checks: about 50 ns a packet more) or plain. A
+    /// plain conversation becomes media when no direction sends faster
+    /// than this (the fastest video the classifier accepts), and a media
+    /// conversation that is not a call goes back to plain when a window
+    /// shows a direction faster: bulk transfers and streams pay the cheap
+    /// path, a TCP audio call is seen from its first poll on.
+    pub media_max_pps: f64,
     /// Video direction: frames of several back-to-back packets (the share
     /// of gaps under 2 ms lies between these two)...
     pub video_burst_share: (f64, f64),
@@ -190,6 +198,7 @@ impl Default for Thresholds {
             max_size_ratio: 2.5,
             quiet_min_pps: 1.0,
             quiet_max_size: 200.0,
+            media_max_pps: 400.0,
             video_burst_share: (0.2, 0.85),
             video_min_frame_share: 0.5,
             video_pps: (20.0, 400.0),

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 
 use voipdetect_common::{
     FlowCounters, FlowKey, Stat,
-    features::update,
-    hints::inspect,
+    features::{apply, new_flow},
     parse::{Bytes, Packet},
 };
 
@@ -128,12 +127,23 @@ impl Engine {
         }
         let out = self.ctl.finish_poll(now_ns);
         for cmd in &out.commands {
-            if let Command::Forget { keys } = cmd {
-                for k in keys {
-                    if let Some(c) = self.flows.remove(k) {
-                        self.summarise(k, &c);
+            match cmd {
+                Command::Forget { keys } => {
+                    for k in keys {
+                        if let Some(c) = self.flows.remove(k) {
+                            self.summarise(k, &c);
+                        }
                     }
                 }
+                // As the kernel does: the flag counts from the next packet.
+                Command::Media { keys, on } => {
+                    for k in keys {
+                        if let Some(c) = self.flows.get_mut(k) {
+                            c.media = u8::from(*on);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         self.record(out.events);
@@ -182,9 +192,9 @@ impl Engine {
             Ok(pkt) => {
                 let c = self.flows.entry(pkt.key).or_insert_with(|| {
                     self.stats[Stat::NewFlow as usize] += 1;
-                    FlowCounters::new(ts_ns, 0)
+                    new_flow(&pkt.key, ts_ns, 0)
                 });
-                update(c, &pkt, inspect(bytes, &pkt), ts_ns);
+                apply(c, &pkt, bytes, ts_ns);
                 if pkt.payload_len == 0 {
                     self.stats[Stat::EmptyPayload as usize] += 1;
                 }
@@ -380,7 +390,7 @@ mod order {
     //! The kernel lists flows in whatever order its hash table holds them.
     use std::collections::BTreeMap;
 
-    use voipdetect_common::{hints::inspect, parse::parse_ethernet};
+    use voipdetect_common::parse::parse_ethernet;
 
     use voipdetect_traffic::{pattern, synth};
 
@@ -415,8 +425,8 @@ mod order {
                 next_poll += POLL;
             }
             let pkt = parse_ethernet(t.frame.as_slice()).unwrap();
-            let c = flows.entry(pkt.key).or_insert_with(|| FlowCounters::new(t.ts_ns, 0));
-            update(c, &pkt, inspect(t.frame.as_slice(), &pkt), t.ts_ns);
+            let c = flows.entry(pkt.key).or_insert_with(|| new_flow(&pkt.key, t.ts_ns, 0));
+            apply(c, &pkt, t.frame.as_slice(), t.ts_ns);
         }
         out
     }

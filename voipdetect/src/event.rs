@@ -144,6 +144,8 @@ pub enum Command {
     Unblock { keys: [FlowKey; 2] },
     /// Forget idle flows.
     Forget { keys: [FlowKey; 2] },
+    /// Count both directions as media (gaps, header checks) or plain.
+    Media { keys: [FlowKey; 2], on: bool },
     /// Drop new conversations matching `key` from their first packet
     /// until `entry.expires_ns` (block mode, while a call's session lasts).
     Hold { key: HoldKey, entry: HoldEntry },

@@ -142,6 +142,7 @@ pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
     let links = pinned_links(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))?;
     let stats = maps.stats()?;
     let flows = maps.for_each_flow(|_, _| {})?;
+    let (v4, v6) = maps.flow_slots();
     let now = monotonic_ns();
     let blocked = maps.blocklist()?.iter().filter(|(_, e)| e.expires_ns > now).count();
     let running = state.as_ref().is_some_and(RunState::running);
@@ -153,6 +154,7 @@ pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
             "state": state,
             "attached": links,
             "flows_tracked": flows,
+            "flow_slots": {"v4": v4, "v6": v6},
             "blocklist_active": blocked,
             "seen": stats.seen(),
             "passed": stats.passed(),
@@ -172,7 +174,7 @@ pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
         None => println!("controller: no state file; the program runs without one"),
     }
     println!("attached:   {}", if links.is_empty() { "nothing".into() } else { links.join(", ") });
-    println!("flows:      {flows} direction-flows tracked, {blocked} blocklist entries active");
+    println!("flows:      {flows} direction-flows tracked in {v4} IPv4 + {v6} IPv6 slots, {blocked} blocklist entries active");
     println!("packets:    {} seen, {} passed, {} dropped", stats.seen(), stats.passed(), stats.get(Stat::Dropped));
     for s in Stat::ALL {
         if !matches!(s, Stat::Dropped) {

@@ -92,7 +92,8 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                 apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
                 if serving {
                     let tracked = Tracked { conversations: ctl.conversations(), sessions: ctl.sessions(), blocked: ctl.blocked() };
-                    metrics.poll(&dp.stats()?, flows, s.flow_entries, tracked, started.elapsed().as_secs_f64());
+                    let (v4, v6) = dp.flow_slots();
+                    metrics.poll(&dp.stats()?, flows, v4 + v6, tracked, started.elapsed().as_secs_f64());
                 }
             }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
@@ -148,6 +149,7 @@ fn apply(
             Command::Block { keys, entry, .. } => dp.block(keys, *entry)?,
             Command::Unblock { keys } => dp.unblock(keys)?,
             Command::Forget { keys } => keys.iter().for_each(|k| dp.remove_flow(k)),
+            Command::Media { keys, on } => keys.iter().for_each(|k| dp.set_media(k, *on)),
             Command::Hold { key, entry } => dp.hold(key, *entry)?,
             Command::Unhold { key } => dp.unhold(key)?,
         }

@@ -38,21 +38,25 @@ fn d16(a: u16, b: u16) -> u32 {
     u32::from(b.wrapping_sub(a))
 }
 
+fn d8(a: u8, b: u8) -> u32 {
+    u32::from(b.wrapping_sub(a))
+}
+
 /// The differenced part of a direction's counters: what the controller
-/// keeps between polls (72 bytes instead of the map value's 120).
+/// keeps between polls (48 bytes of the slot's 96).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snap {
     pub bytes: u64,
     pub packets: u32,
     pub empty: u32,
     pub dropped: u32,
-    pub iat: [u16; IAT_BUCKETS],
-    pub size: [u16; SIZE_BUCKETS],
+    pub iat: [u8; IAT_BUCKETS],
+    pub size: [u8; SIZE_BUCKETS],
     pub rtp_ok: u16,
-    pub rtcp: u16,
-    pub stun: u16,
-    pub dtls: u16,
-    pub framed: u16,
+    pub rtcp: u8,
+    pub stun: u8,
+    pub dtls: u8,
+    pub framed: u8,
 }
 
 impl Snap {
@@ -85,11 +89,11 @@ impl DirWindow {
     pub fn between_snaps(start: &Snap, end: &Snap, span_s: f64, rtp_ssrc: u32, rtp_ts_step: u16, rtp_pt: u8) -> Self {
         let mut iat = [0; IAT_BUCKETS];
         for (i, v) in iat.iter_mut().enumerate() {
-            *v = d16(start.iat[i], end.iat[i]);
+            *v = d8(start.iat[i], end.iat[i]);
         }
         let mut size = [0; SIZE_BUCKETS];
         for (i, v) in size.iter_mut().enumerate() {
-            *v = d16(start.size[i], end.size[i]);
+            *v = d8(start.size[i], end.size[i]);
         }
         Self {
             span_s,
@@ -101,10 +105,10 @@ impl DirWindow {
             iat,
             size,
             rtp_ok: d16(start.rtp_ok, end.rtp_ok),
-            rtcp: d16(start.rtcp, end.rtcp),
-            stun: d16(start.stun, end.stun),
-            dtls: d16(start.dtls, end.dtls),
-            framed: d16(start.framed, end.framed),
+            rtcp: d8(start.rtcp, end.rtcp),
+            stun: d8(start.stun, end.stun),
+            dtls: d8(start.dtls, end.dtls),
+            framed: d8(start.framed, end.framed),
             rtp_ssrc,
             rtp_ts_step: u32::from(rtp_ts_step),
             iax2: rtp_pt == PT_IAX2,

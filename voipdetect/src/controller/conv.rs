@@ -25,6 +25,8 @@ pub(super) struct DirState {
     rtp_ssrc: u32,
     rtp_ts_step: u16,
     rtp_pt: u8,
+    /// The kernel's media flag for this direction (see `FlowCounters::media`).
+    pub(super) media: u8,
     /// In-sequence RTP packets of the previous window: structure is judged
     /// over two windows, so a slow stream (WhatsApp sends 8 packets/s) is
     /// not cut in half by a window edge.
@@ -42,6 +44,7 @@ impl DirState {
             rtp_ssrc: 0,
             rtp_ts_step: 0,
             rtp_pt: 0,
+            media: 0,
             prev_rtp_ok: 0,
         };
         d.read(c);
@@ -55,6 +58,7 @@ impl DirState {
         self.rtp_ssrc = c.rtp_ssrc;
         self.rtp_ts_step = c.rtp_ts_step;
         self.rtp_pt = c.rtp_pt;
+        self.media = c.media;
     }
 }
 
@@ -164,6 +168,20 @@ impl Conv {
             [Some(a), Some(b)] if b.first_seen_ns < a.first_seen_ns => 1,
             [None, Some(_)] => 1,
             _ => 0,
+        }
+    }
+
+    /// Whether the kernel counts this conversation plain (no gaps, no
+    /// header checks) in any direction: it cannot be judged until the
+    /// controller makes it media.
+    pub(super) fn plain(&self) -> bool {
+        self.dirs.iter().flatten().any(|d| d.media == 0)
+    }
+
+    /// Records the media flag the controller asked the kernel for.
+    pub(super) fn set_media(&mut self, media: bool) {
+        for d in self.dirs.iter_mut().flatten() {
+            d.media = u8::from(media);
         }
     }
 

@@ -194,6 +194,18 @@ fn each_conv(
     if log::log_enabled!(log::Level::Debug) && (window_done || dirs.iter().flatten().any(|d| d.rtp_ok > 0)) {
         log::debug!("{} {}", conv_name(canonical), describe(dirs));
     }
+    // A conversation the kernel counts plain has no gaps or headers to
+    // judge: it becomes media once its rate allows voice or video.
+    if conv.plain() && conv.verdict.is_none() {
+        let t = &cfg.thresholds;
+        let present: Vec<_> = dirs.iter().flatten().filter(|d| d.packets > 0).collect();
+        if present.iter().any(|d| d.packets >= 2) && present.iter().all(|d| d.pps() <= t.media_max_pps) {
+            out.commands.push(Command::Media { keys: dir_keys(canonical), on: true });
+            conv.set_media(true);
+            conv.close_window(&windows, now_ns);
+        }
+        return keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
+    }
     let mut finding = conv.early(cfg, classifier, proto, dirs, now_ns);
     if conv.verdict.is_none() && finding.is_none() && window_done {
         finding = conv.judge(cfg, classifier, proto, dirs);
@@ -250,9 +262,27 @@ fn each_conv(
         conv.codec = codec(dirs, cfg.thresholds.min_pps);
         issue(cfg, sessions, canonical, conv, f, anchor, now_ns, out);
     }
+    // A conversation that is no call and sends faster than any voice or
+    // video: back to the kernel's plain path.
+    if window_done
+        && conv.verdict.is_none()
+        && conv.session.is_none()
+        && !conv.hints.any()
+        && conv.rtp_seen() == [0, 0]
+        && dirs.iter().flatten().any(|d| d.pps() > cfg.thresholds.media_max_pps)
+    {
+        out.commands.push(Command::Media { keys: dir_keys(canonical), on: false });
+        conv.set_media(false);
+    }
     if window_done {
         conv.close_window(&windows, now_ns);
     }
+    keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out)
+}
+
+/// Forgets a conversation idle for `idle_timeout` without a verdict;
+/// whether to keep it.
+fn keep_unless_idle(cfg: &Config, sessions: &mut Sessions, canonical: &FlowKey, conv: &Conv, now_ns: u64, out: &mut PollOutput) -> bool {
     let idle = now_ns.saturating_sub(conv.last_activity()) > cfg.idle_ns;
     if idle && conv.verdict.is_none() {
         out.commands.push(Command::Forget { keys: dir_keys(canonical) });
@@ -383,7 +413,11 @@ fn event(
 }
 #[cfg(test)]
 mod tests {
-    use voipdetect_common::{features::update, hints::Hint, parse::Packet};
+    use voipdetect_common::{
+        features::{new_flow, update},
+        hints::Hint,
+        parse::Packet,
+    };
 
     use super::*;
 
@@ -408,8 +442,8 @@ mod tests {
         mut after_poll: impl FnMut(&mut Controller, u64),
     ) -> Vec<(u64, PollOutput)> {
         let (a, b) = (key(), key().reversed());
-        let mut ca = FlowCounters::new(MS, 3);
-        let mut cb = FlowCounters::new(MS, 4);
+        let mut ca = new_flow(&a, MS, 3);
+        let mut cb = new_flow(&b, MS, 4);
         let mut outs = Vec::new();
         let mut forgotten = false;
         let mut t = MS;
@@ -491,7 +525,7 @@ mod tests {
                     Command::Block { keys, entry, refresh } => blocks.push((*t, *keys, *entry, *refresh)),
                     Command::Unblock { keys } => unblocks.push((*t, *keys)),
                     Command::Forget { keys } => forgets.push((*t, *keys)),
-                    Command::Hold { .. } | Command::Unhold { .. } => {}
+                    Command::Hold { .. } | Command::Unhold { .. } | Command::Media { .. } => {}
                 }
             }
         }
@@ -534,13 +568,21 @@ mod tests {
     }
 
     #[test]
-    fn monitor_mode_reports_without_commands() {
+    fn monitor_mode_reports_without_blocking() {
         let mut ctl = Controller::new(cfg(Mode::Monitor));
         let outs = drive(&mut ctl, 6_000, |_| true);
         let events: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).collect();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].action, Action::Reported);
-        assert!(outs.iter().all(|(_, o)| o.commands.iter().all(|c| matches!(c, Command::Forget { .. }))));
+        // Nothing listed, nothing dropped: the only hold makes the host's
+        // new conversations media.
+        for c in outs.iter().flat_map(|(_, o)| &o.commands) {
+            match c {
+                Command::Forget { .. } | Command::Unhold { .. } => {}
+                Command::Hold { key, .. } => assert_eq!(key.kind, voipdetect_common::flow::HOLD_HOST, "{c:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -254,8 +254,12 @@ impl Sessions {
                 None => false,
             });
             let hold_until = s.last_activity_ns.saturating_add(cfg.hold_ns);
-            let holding = cfg.mode == Mode::Block && s.blocked && !s.lifted && s.label == Label::Voip && hold_until > now_ns;
-            let wanted: BTreeSet<HoldKey> = if holding { kernel_holds(s) } else { BTreeSet::new() };
+            let suspect = !s.lifted && s.label == Label::Voip && hold_until > now_ns;
+            let holding = suspect && cfg.mode == Mode::Block && s.blocked;
+            let mut wanted: BTreeSet<HoldKey> = if holding { kernel_holds(s) } else { BTreeSet::new() };
+            if suspect {
+                wanted.insert(HoldKey::host(s.anchor.family, s.anchor.addr));
+            }
             s.holds.retain(|key, _| {
                 let keep = wanted.contains(key);
                 if !keep {
@@ -298,8 +302,9 @@ impl Sessions {
     }
 }
 
-/// The kernel holds of a blocked call: its socket (if UDP) and, from its
-/// host, every relay it used over UDP. Over TCP nothing is held in the
+/// The kernel's drop holds of a blocked call: its socket (if UDP) and,
+/// from its host, every relay it used over UDP. (Its host's media hold,
+/// which drops nothing, comes with the suspicion in either mode.) Over TCP nothing is held in the
 /// kernel: a TCP connection to the same server may be the app's messaging,
 /// and the host's suspicion catches a TCP call within a fraction of a
 /// second anyway.
@@ -365,24 +370,25 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(held, ["1 40000", "2 3478", "2 3478"], "the socket, and both relays from the host");
+        assert_eq!(held, ["3 0", "1 40000", "2 3478", "2 3478"], "the host as media, the socket, and both relays from the host");
         // Refreshed only when half the hold has gone by; released after.
         cmds.clear();
         s.upkeep(&cfg(Mode::Block), 2, |_| Some((2, true)), &mut cmds);
         assert!(cmds.is_empty(), "{cmds:?}");
         s.upkeep(&cfg(Mode::Block), 30_000_000_000, |_| Some((2, false)), &mut cmds);
-        assert_eq!(cmds.iter().filter(|c| matches!(c, Command::Unhold { .. })).count(), 3);
+        assert_eq!(cmds.iter().filter(|c| matches!(c, Command::Unhold { .. })).count(), 4);
         assert_eq!(s.len(), 0);
     }
 
     #[test]
-    fn monitor_mode_holds_nothing_but_still_suspects() {
+    fn monitor_mode_drops_nothing_but_still_suspects() {
         let mut s = Sessions::new(0);
         let call = parse_flow("udp", "192.0.2.2:40000", "198.51.100.2:3478").unwrap().canonical();
         s.join(&joining(&call, false), 0);
         let mut cmds = Vec::new();
         s.upkeep(&cfg(Mode::Monitor), 1, |_| Some((1, true)), &mut cmds);
-        assert!(cmds.is_empty());
+        let kinds: Vec<u8> = cmds.iter().filter_map(|c| if let Command::Hold { key, .. } = c { Some(key.kind) } else { None }).collect();
+        assert_eq!(kinds, [voipdetect_common::flow::HOLD_HOST], "only the host's media hold: {cmds:?}");
         let other = parse_flow("tcp", "192.0.2.2:50000", "203.0.113.9:443").unwrap();
         assert_eq!(s.suspects(&cfg(Mode::Monitor), 2).of(&other).map(|x| x.1), Some(false));
         assert_eq!(s.suspects(&cfg(Mode::Monitor), 2).of(&call).map(|x| x.1), Some(true));

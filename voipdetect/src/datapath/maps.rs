@@ -1,24 +1,26 @@
-//! The controller's view of the program's maps: flows read in batches,
-//! the blocklist written with a generation bump, the global counters.
+//! The controller's view of the program's maps: the flow tables mapped
+//! into memory (`table`), the blocklist and the holds written with a
+//! generation bump, the global counters.
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
 };
-use log::warn;
 use voipdetect_common::{
     BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
-    maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, SESSIONS, STATS},
+    flow::FAMILY_V4,
+    maps::{BLOCKLIST, CONTROL, FLOWS4, FLOWS6, HOLDS, SESSIONS, STATS},
+    table::{Slot4, Slot6},
 };
 
-use super::{batch, host::check_privileges};
+use super::{
+    host::check_privileges,
+    table::{Slot, Table},
+};
 use crate::clock::monotonic_ns;
-
-/// Entries per `BPF_MAP_LOOKUP_BATCH` call.
-const BATCH_CHUNK: usize = 4096;
 
 /// Global counters summed over CPUs, indexed like [`Stat`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,18 +51,33 @@ impl Stats {
 /// from their pins by the `flows`, `block`, `unblock` and `status`
 /// commands while a controller runs in another process.
 pub struct Maps {
-    pub(super) flows: HashMap<MapData, FlowKey, FlowCounters>,
+    pub(super) flows4: Table<Slot4>,
+    pub(super) flows6: Table<Slot6>,
+    /// The tables' hash seed (in `Control`, fixed when they were created).
+    pub(super) seed: u64,
     blocklist: HashMap<MapData, FlowKey, BlockEntry>,
     holds: HashMap<MapData, HoldKey, HoldEntry>,
     sessions: HashMap<MapData, FlowKey, SessionTag>,
     stats: PerCpuArray<MapData, u64>,
     control: Array<MapData, Control>,
-    /// Whether batch lookups work on this kernel (cleared on the first refusal).
-    batch_ok: std::cell::Cell<bool>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
     ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))
+}
+
+/// A flow table's array, mapped.
+fn table<S: Slot>(map: aya::maps::Map, name: &str) -> anyhow::Result<Table<S>> {
+    let aya::maps::Map::Array(data) = map else { anyhow::bail!("{name} is not an array") };
+    let info = data.info().with_context(|| format!("{name}: map info"))?;
+    anyhow::ensure!(
+        info.value_size() as usize == size_of::<S>(),
+        "{name}: slots of {} bytes, expected {}",
+        info.value_size(),
+        size_of::<S>()
+    );
+    let slots = info.max_entries();
+    Table::map(data, slots, false).with_context(|| format!("mapping {name} ({slots} slots) into memory"))
 }
 
 /// The generation to publish after `cur`: the clock in µs when that is a
@@ -73,14 +90,16 @@ fn next_generation(cur: u32, micros: u32) -> u32 {
 
 impl Maps {
     pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let control: Array<MapData, Control> = Array::try_from(take(ebpf, CONTROL)?).context(CONTROL)?;
         Ok(Self {
-            flows: HashMap::try_from(take(ebpf, FLOWS)?).context(FLOWS)?,
+            seed: control.get(&0, 0).map(|c| c.seed).context("reading the table seed")?,
+            flows4: table(take(ebpf, FLOWS4)?, FLOWS4)?,
+            flows6: table(take(ebpf, FLOWS6)?, FLOWS6)?,
             blocklist: HashMap::try_from(take(ebpf, BLOCKLIST)?).context(BLOCKLIST)?,
             holds: HashMap::try_from(take(ebpf, HOLDS)?).context(HOLDS)?,
             sessions: HashMap::try_from(take(ebpf, SESSIONS)?).context(SESSIONS)?,
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).context(STATS)?,
-            control: Array::try_from(take(ebpf, CONTROL)?).context(CONTROL)?,
-            batch_ok: std::cell::Cell::new(true),
+            control,
         })
     }
 
@@ -94,55 +113,70 @@ impl Maps {
             })?;
             Ok(aya::maps::Map::from_map_data(data)?)
         };
+        let control: Array<MapData, Control> = Array::try_from(open(CONTROL)?).context(CONTROL)?;
         Ok(Self {
-            flows: HashMap::try_from(open(FLOWS)?).context(FLOWS)?,
+            seed: control.get(&0, 0).map(|c| c.seed).context("reading the table seed")?,
+            flows4: table(open(FLOWS4)?, FLOWS4)?,
+            flows6: table(open(FLOWS6)?, FLOWS6)?,
             blocklist: HashMap::try_from(open(BLOCKLIST)?).context(BLOCKLIST)?,
             holds: HashMap::try_from(open(HOLDS)?).context(HOLDS)?,
             sessions: HashMap::try_from(open(SESSIONS)?).context(SESSIONS)?,
             stats: PerCpuArray::try_from(open(STATS)?).context(STATS)?,
-            control: Array::try_from(open(CONTROL)?).context(CONTROL)?,
-            batch_ok: std::cell::Cell::new(true),
+            control,
         })
     }
 
-    /// Calls `f` for every tracked direction-flow: in batches where the
-    /// kernel supports it, else entry by entry.
+    /// Calls `f` for every tracked direction-flow, straight from the
+    /// mapped tables (no system call).
     pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
-        use std::os::fd::AsFd as _;
-        if self.batch_ok.get() {
-            match batch::for_each(self.flows.map().fd().as_fd(), BATCH_CHUNK, &mut f) {
-                Ok(n) => return Ok(n),
-                Err(batch::BatchError::Unsupported) => {
-                    warn!("BPF_MAP_LOOKUP_BATCH unsupported: reading the flow map entry by entry");
-                    self.batch_ok.set(false);
-                }
-                Err(e) => return Err(e).context("reading the flow map"),
-            }
-        }
-        self.for_each_flow_by_key(f)
+        Ok(self.flows4.for_each(|_, k, _, c| f(k, c)) + self.flows6.for_each(|_, k, _, c| f(k, c)))
     }
 
-    /// Calls `f` for every tracked direction-flow, one `get_next_key` and
-    /// one lookup per entry (the fallback, and the benchmark's reference).
-    pub fn for_each_flow_by_key(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
-        let mut n = 0;
-        for item in self.flows.iter() {
-            match item {
-                Ok((k, v)) => {
-                    f(&k, &v);
-                    n += 1;
-                }
-                // Evicted between get_next_key and lookup: skip it.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading the flow map"),
-            }
-        }
-        Ok(n)
-    }
-
-    /// Forgets a flow (the controller evicts idle flows).
+    /// Retires a flow (the controller forgets idle flows), unless its slot
+    /// took another flow meanwhile.
     pub fn remove_flow(&mut self, key: &FlowKey) {
-        let _ = self.flows.remove(key);
+        if key.family == FAMILY_V4 {
+            if let Some(idx) = self.flows4.find(key, self.seed)
+                && let Some(s) = self.flows4.read(idx)
+            {
+                self.flows4.retire(idx, s.tag);
+            }
+        } else if let Some(idx) = self.flows6.find(key, self.seed)
+            && let Some(s) = self.flows6.read(idx)
+        {
+            self.flows6.retire(idx, s.tag);
+        }
+    }
+
+    /// Sets a flow's media flag: whether its packets read the precise clock
+    /// and have their headers checked.
+    pub fn set_media(&mut self, key: &FlowKey, media: bool) {
+        let m = u8::from(media);
+        if key.family == FAMILY_V4 {
+            if let Some(idx) = self.flows4.find(key, self.seed)
+                && let Some(s) = self.flows4.read(idx)
+            {
+                self.flows4.set_media(idx, s.tag, m);
+            }
+        } else if let Some(idx) = self.flows6.find(key, self.seed)
+            && let Some(s) = self.flows6.read(idx)
+        {
+            self.flows6.set_media(idx, s.tag, m);
+        }
+    }
+
+    /// Sets the hash seed of freshly created tables (before any packet).
+    pub(super) fn init_seed(&mut self, seed: u64) -> anyhow::Result<()> {
+        let mut c = self.control.get(&0, 0).context("reading the control word")?;
+        c.seed = seed;
+        self.control.set(0, c, 0).context("writing the table seed")?;
+        self.seed = seed;
+        Ok(())
+    }
+
+    /// Slots of the two tables (IPv4, IPv6).
+    pub fn flow_slots(&self) -> (u32, u32) {
+        (self.flows4.slots(), self.flows6.slots())
     }
 
     /// Lists `keys` until `expires_ns` (CLOCK_MONOTONIC), then publishes the
@@ -259,7 +293,7 @@ impl Maps {
         let cur = self.control.get(&0, 0).map(|c| c.block_gen).unwrap_or(0);
         let next = next_generation(cur, (monotonic_ns() / 1_000) as u32);
         let holds = self.holds.keys().filter(Result::is_ok).count() as u32;
-        self.control.set(0, Control { block_gen: next, holds }, 0).context("publishing the blocklist generation")
+        self.control.set(0, Control { block_gen: next, holds, seed: self.seed }, 0).context("publishing the blocklist generation")
     }
 
     /// Global counters summed over CPUs.

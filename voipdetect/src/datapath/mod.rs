@@ -3,14 +3,15 @@
 //! controller cannot leave a program behind.
 //!
 //! Split the way aya splits its maps: [`maps`] (the controller's view of
-//! the maps, with the [`batch`] reader), [`host`] (interfaces,
-//! capabilities, the BPF filesystem), [`pins`] (pin names), and, behind
-//! the `test-run` feature for the test tiers and benchmarks, `testrun`.
+//! the maps), [`table`] (the flow tables mapped into memory), [`host`]
+//! (interfaces, capabilities, the BPF filesystem), [`pins`] (pin names),
+//! and, behind the `test-run` feature for the test tiers and benchmarks,
+//! `testrun`.
 
-mod batch;
 pub mod host;
 pub mod maps;
 pub mod pins;
+pub mod table;
 #[cfg(feature = "test-run")]
 mod testrun;
 
@@ -29,7 +30,10 @@ use aya::{
     },
 };
 use log::{info, warn};
-use voipdetect_common::maps::{BLOCKLIST, DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, FLOWS, PROGRAM};
+use voipdetect_common::{
+    maps::{BLOCKLIST, DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, FLOWS4, FLOWS4_MASK, FLOWS6, FLOWS6_MASK, PROGRAM, V6_SHARE},
+    table::capacity,
+};
 
 use self::{
     host::{attached_xdp, ensure_bpffs, restrict},
@@ -51,7 +55,9 @@ const LOG_LEVEL_DEBUG: u8 = 4;
 /// How to load the program.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Capacity of the per-direction flow LRU.
+    /// Slots of the IPv4 flow table (rounded up to a power of two; the
+    /// IPv6 table gets a quarter as many). Tables re-adopted from pins keep
+    /// the size they were created with.
     pub flow_entries: u32,
     /// Capacity of the blocklist.
     pub block_entries: u32,
@@ -128,12 +134,22 @@ impl Datapath {
         }
         check_privileges()?;
         let level = if opts.kernel_debug_log { LOG_LEVEL_DEBUG } else { LOG_LEVEL_OFF };
+        // Pinned tables keep their size: the program's masks must match it.
+        let pinned_slots = |name: &str| -> Option<u32> {
+            let path = opts.pin_dir.as_ref()?.join(name);
+            aya::maps::MapData::from_pin(path).ok()?.info().ok().map(|i| i.max_entries())
+        };
+        let slots4 = pinned_slots(FLOWS4).unwrap_or_else(|| capacity(opts.flow_entries));
+        let slots6 = pinned_slots(FLOWS6).unwrap_or_else(|| capacity(opts.flow_entries / V6_SHARE));
+        let (mask4, mask6) = (slots4 - 1, slots6 - 1);
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(FLOWS, opts.flow_entries).map_max_entries(BLOCKLIST, opts.block_entries).override_global(
-            LOG_LEVEL_GLOBAL,
-            &level,
-            true,
-        );
+        loader
+            .map_max_entries(FLOWS4, slots4)
+            .map_max_entries(FLOWS6, slots6)
+            .map_max_entries(BLOCKLIST, opts.block_entries)
+            .override_global(LOG_LEVEL_GLOBAL, &level, true)
+            .override_global(FLOWS4_MASK, &mask4, true)
+            .override_global(FLOWS6_MASK, &mask6, true);
         let mut adopted_maps = false;
         let paths: Vec<(&str, PathBuf)> = opts.pin_dir.iter().flat_map(|d| MAP_NAMES.iter().map(move |n| (*n, d.join(n)))).collect();
         if let Some(dir) = &opts.pin_dir {
@@ -165,9 +181,13 @@ impl Datapath {
             .try_into()
             .context("program type")?;
         program.load().context("verifying the XDP program")?;
-        let maps = Maps::from_ebpf(&mut ebpf)?;
+        let mut maps = Maps::from_ebpf(&mut ebpf)?;
         if adopted_maps {
             info!("re-adopted the maps pinned in {}", opts.pin_dir.as_deref().unwrap_or(Path::new("")).display());
+        } else {
+            // New tables: a secret seed before the first packet (nothing is
+            // attached yet).
+            maps.init_seed(random_seed())?;
         }
         Ok(Self { attachments: Vec::new(), maps, pin_dir: opts.pin_dir.clone(), keep_on_drop: false, adopted_maps, ebpf })
     }
@@ -295,6 +315,19 @@ impl Drop for Datapath {
         }
         self.detach_all();
     }
+}
+
+/// 64 random bits from the kernel.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        return u64::from_ne_bytes(b);
+    }
+    // Never short for 8 bytes on Linux; a clock-based seed beats none.
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// Forwards the program's aya-log lines to the `log` crate.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use voipdetect_common::maps::{BLOCKLIST, CONTROL, FLOWS, HOLDS, SESSIONS, STATS};
+use voipdetect_common::maps::{BLOCKLIST, CONTROL, FLOWS4, FLOWS6, HOLDS, SESSIONS, STATS};
 
 /// Where the BPF filesystem is mounted (and mounted by us when it is not).
 pub const BPF_FS_ROOT: &str = "/sys/fs/bpf";
@@ -12,7 +12,7 @@ pub const BPF_FS_ROOT: &str = "/sys/fs/bpf";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/voipdetect";
 
 /// Every map the controller pins, by its name in the object.
-pub const MAP_NAMES: [&str; 6] = [FLOWS, BLOCKLIST, HOLDS, SESSIONS, STATS, CONTROL];
+pub const MAP_NAMES: [&str; 7] = [FLOWS4, FLOWS6, BLOCKLIST, HOLDS, SESSIONS, STATS, CONTROL];
 
 /// Pins of interface links are called `link-<iface>`.
 const LINK_PREFIX: &str = "link-";
@@ -46,7 +46,7 @@ mod tests {
         let p = link_pin(Path::new(DEFAULT_PIN_DIR), "eth1");
         assert_eq!(p, Path::new("/sys/fs/bpf/voipdetect/link-eth1"));
         assert_eq!(link_pin_iface("link-eth1"), Some("eth1"));
-        assert_eq!(link_pin_iface(FLOWS), None);
+        assert_eq!(link_pin_iface(FLOWS4), None);
         assert_eq!(link_pin_iface("link-"), None);
         assert!(Path::new(DEFAULT_PIN_DIR).starts_with(BPF_FS_ROOT));
     }
@@ -55,7 +55,7 @@ mod tests {
     fn pinned_links_lists_only_links() {
         let dir = std::env::temp_dir().join(format!("vd-pins-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for f in ["link-g1", FLOWS, "link-g0", STATS] {
+        for f in ["link-g1", FLOWS4, "link-g0", STATS] {
             std::fs::write(dir.join(f), b"").unwrap();
         }
         assert_eq!(pinned_links(&dir).unwrap(), ["g0", "g1"]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use aya::programs::{ProgramError, TestRun as _, TestRunOptions};
-use voipdetect_common::{FlowCounters, FlowKey};
+use voipdetect_common::{FlowCounters, FlowKey, flow::FAMILY_V4};
 
 use super::{Datapath, Maps};
 
@@ -38,24 +38,40 @@ impl Datapath {
 impl Maps {
     /// One flow's counters, if tracked.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowCounters> {
-        self.flows.get(key, 0).ok()
+        if key.family == FAMILY_V4 {
+            self.flows4.find(key, self.seed).and_then(|i| self.flows4.read(i)).map(|s| s.c)
+        } else {
+            self.flows6.find(key, self.seed).and_then(|i| self.flows6.read(i)).map(|s| s.c)
+        }
     }
 
-    /// Writes a flow entry from userspace (benchmarks fill the map this way).
+    /// Files a flow from userspace, as the program would on its first
+    /// packet (benchmarks fill the tables this way).
     pub fn insert_flow(&mut self, key: &FlowKey, c: &FlowCounters) -> anyhow::Result<()> {
-        self.flows.insert(key, c, 0).context("writing the flow map")
+        let slot = if key.family == FAMILY_V4 { self.flows4.insert(key, c, self.seed) } else { self.flows6.insert(key, c, self.seed) };
+        slot.map(drop).ok_or_else(|| anyhow!("no free slot among the probes of {key:?}"))
     }
 
-    /// The flow map's kernel memory as `/proc/self/fdinfo` reports it, and
-    /// its capacity.
-    pub fn flow_map_memory(&self) -> anyhow::Result<(u64, u32)> {
-        use aya::maps::IterableMap as _;
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let fd = self.flows.map().fd().as_fd().as_raw_fd();
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).context("reading fdinfo")?;
-        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
-        let memlock = field("memlock:").ok_or_else(|| anyhow!("no memlock in fdinfo"))?;
-        let max = field("max_entries:").ok_or_else(|| anyhow!("no max_entries in fdinfo"))?;
-        Ok((memlock, max as u32))
+    /// Changes a flow's counters in place, as its packets would (the
+    /// benchmarks make flows change this way). Whether the flow was found.
+    pub fn update_flow(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowCounters)) -> bool {
+        if key.family == FAMILY_V4 {
+            self.flows4.find(key, self.seed).is_some_and(|i| self.flows4.update(i, f))
+        } else {
+            self.flows6.find(key, self.seed).is_some_and(|i| self.flows6.update(i, f))
+        }
+    }
+
+    /// The flow tables' kernel memory as `/proc/self/fdinfo` reports it,
+    /// and their slots: (IPv4, IPv6).
+    pub fn flow_table_memory(&self) -> anyhow::Result<[(u64, u32); 2]> {
+        let read = |fd: i32| -> anyhow::Result<(u64, u32)> {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).context("reading fdinfo")?;
+            let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+            let memlock = field("memlock:").ok_or_else(|| anyhow!("no memlock in fdinfo"))?;
+            let max = field("max_entries:").ok_or_else(|| anyhow!("no max_entries in fdinfo"))?;
+            Ok((memlock, max as u32))
+        };
+        Ok([read(self.flows4.raw_fd())?, read(self.flows6.raw_fd())?])
     }
 }

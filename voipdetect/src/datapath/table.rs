@@ -1,0 +1,256 @@
+//! The flow tables as the controller sees them: the program's
+//! `BPF_F_MMAPABLE` arrays mapped into this process, read at memory speed
+//! without a system call, and written only through compare-and-swap of a
+//! slot's tag (see `voipdetect_common::table`).
+//!
+//! The kernel writes the slots while they are read here: a slot is copied
+//! out between two reads of its tag, and skipped if the tag moved (the slot
+//! took another flow meanwhile). Counters of one slot may be a packet apart
+//! from each other; the controller works on their differences anyway.
+
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+};
+
+use voipdetect_common::{
+    FlowCounters, FlowKey,
+    features::cas64,
+    table::{BUSY, EMPTY, LIVE, PROBES, Slot4, Slot6, TOMB, flow_key4, flow_key6, generation, hash, key4, key6, slot_index, state, tag},
+};
+
+/// What the table code needs of a slot type.
+pub trait Slot: Copy + Default {
+    /// Byte offsets of the tag, the counters and the counters' media flag.
+    const TAG_AT: usize;
+    const COUNTERS_AT: usize;
+    const MEDIA_AT: usize;
+    type Words: Copy + PartialEq;
+    fn words(k: &FlowKey) -> Self::Words;
+    fn key_words(&self) -> Self::Words;
+    fn set_key(&mut self, w: Self::Words);
+    fn key(&self) -> FlowKey;
+    fn hash(w: &Self::Words, seed: u64) -> u64;
+    fn tag_mut(&mut self) -> &mut u64;
+    fn tag(&self) -> u64;
+    fn counters(&self) -> &FlowCounters;
+    fn counters_mut(&mut self) -> &mut FlowCounters;
+}
+
+macro_rules! slot_impl {
+    ($slot:ty, $words:ty, $to_words:ident, $from_words:ident) => {
+        impl Slot for $slot {
+            const TAG_AT: usize = std::mem::offset_of!($slot, tag);
+            const COUNTERS_AT: usize = std::mem::offset_of!($slot, c);
+            const MEDIA_AT: usize = std::mem::offset_of!($slot, c) + std::mem::offset_of!(FlowCounters, media);
+            type Words = $words;
+            fn words(k: &FlowKey) -> $words {
+                $to_words(k)
+            }
+            fn key_words(&self) -> $words {
+                self.key
+            }
+            fn set_key(&mut self, w: $words) {
+                self.key = w;
+            }
+            fn key(&self) -> FlowKey {
+                $from_words(&self.key)
+            }
+            fn hash(w: &$words, seed: u64) -> u64 {
+                hash(w, seed)
+            }
+            fn tag_mut(&mut self) -> &mut u64 {
+                &mut self.tag
+            }
+            fn tag(&self) -> u64 {
+                self.tag
+            }
+            fn counters(&self) -> &FlowCounters {
+                &self.c
+            }
+            fn counters_mut(&mut self) -> &mut FlowCounters {
+                &mut self.c
+            }
+        }
+    };
+}
+slot_impl!(Slot4, [u64; 2], key4, flow_key4);
+slot_impl!(Slot6, [u64; 5], key6, flow_key6);
+
+/// One flow table, mapped.
+pub struct Table<S: Slot> {
+    base: NonNull<S>,
+    slots: u32,
+    len: usize,
+    /// The map's file descriptor stays open as long as the mapping.
+    _map: aya::maps::MapData,
+}
+
+// SAFETY: the mapping is plain shared memory; every access goes through
+// volatile reads or atomic compare-and-swap, which are fine from any thread.
+unsafe impl<S: Slot> Send for Table<S> {}
+
+impl<S: Slot> Drop for Table<S> {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped in `map` and nothing refers to it now.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+impl<S: Slot> Table<S> {
+    /// Maps the array `map` of `slots` slots (read-write unless `read_only`).
+    pub fn map(map: aya::maps::MapData, slots: u32, read_only: bool) -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = (slots as usize * size_of::<S>()).div_ceil(page) * page;
+        let prot = if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE };
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
+        // that the map is mmap-able and `len` fits.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<S>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, slots, len, _map: map })
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// The map's file descriptor (for fdinfo).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self._map.fd().as_fd().as_raw_fd()
+    }
+
+    fn ptr(&self, idx: u32) -> *mut S {
+        debug_assert!(idx < self.slots);
+        // SAFETY: idx < slots, inside the mapping.
+        unsafe { self.base.as_ptr().add(idx as usize) }
+    }
+
+    /// Slot `idx`'s tag, an aligned u64 inside the mapping.
+    fn tag_ptr(&self, idx: u32) -> *mut u64 {
+        // SAFETY: TAG_AT is the tag's offset inside the slot.
+        unsafe { self.ptr(idx).cast::<u8>().add(S::TAG_AT).cast::<u64>() }
+    }
+
+    fn tag_now(&self, idx: u32) -> u64 {
+        // SAFETY: an aligned u64 inside the mapping; the kernel may be
+        // writing it, hence volatile (see the module docs).
+        unsafe { std::ptr::read_volatile(self.tag_ptr(idx)) }
+    }
+
+    /// A consistent copy of slot `idx` if it holds a flow: the tag read
+    /// before and after the copy must agree.
+    pub fn read(&self, idx: u32) -> Option<S> {
+        let before = self.tag_now(idx);
+        if state(before) != LIVE {
+            return None;
+        }
+        // SAFETY: `ptr` points into the mapping; a volatile copy of plain
+        // data the kernel may be writing (see the module docs).
+        let copy = unsafe { std::ptr::read_volatile(self.ptr(idx)) };
+        let after = self.tag_now(idx);
+        (before == after && copy.tag() == before).then_some(copy)
+    }
+
+    /// Calls `f` with every flow in the table: its slot index, key, tag and
+    /// counters.
+    pub fn for_each(&self, mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters)) -> usize {
+        let mut n = 0;
+        for idx in 0..self.slots {
+            if let Some(s) = self.read(idx) {
+                f(idx, &s.key(), s.tag(), s.counters());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The slot index of `key`'s flow, if it has one.
+    pub fn find(&self, key: &FlowKey, seed: u64) -> Option<u32> {
+        let w = S::words(key);
+        let h = S::hash(&w, seed);
+        for probe in 0..PROBES {
+            let idx = slot_index(h, probe, self.slots - 1);
+            match state(self.tag_now(idx)) {
+                EMPTY => return None,
+                LIVE if self.read(idx).is_some_and(|s| s.key_words() == w) => return Some(idx),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Retires the flow in slot `idx` if its tag is still `seen`: a slot
+    /// that took another flow since it was read is left alone.
+    pub fn retire(&self, idx: u32, seen: u64) -> bool {
+        // SAFETY: an aligned u64 inside the mapping, changed atomically.
+        let t = unsafe { &mut *self.tag_ptr(idx) };
+        state(seen) == LIVE && cas64(t, seen, tag(TOMB, generation(seen)))
+    }
+
+    /// Files `key`'s flow with counters `c` from userspace, as the program
+    /// would on its first packet (the benchmarks fill tables this way).
+    /// Returns the slot, or None when all its probes are taken.
+    pub fn insert(&self, key: &FlowKey, c: &FlowCounters, seed: u64) -> Option<u32> {
+        let w = S::words(key);
+        let h = S::hash(&w, seed);
+        for probe in 0..PROBES {
+            let idx = slot_index(h, probe, self.slots - 1);
+            let seen = self.tag_now(idx);
+            // SAFETY: as in `retire`.
+            let t = unsafe { &mut *self.tag_ptr(idx) };
+            if (state(seen) == EMPTY || state(seen) == TOMB) && cas64(t, seen, tag(BUSY, generation(seen).wrapping_add(1))) {
+                let mut s = S::default();
+                s.set_key(w);
+                *s.counters_mut() = *c;
+                *s.tag_mut() = tag(LIVE, generation(seen).wrapping_add(1));
+                // SAFETY: this process owns the slot while it is BUSY; the
+                // key and counters go in first, the LIVE tag last.
+                unsafe {
+                    let p = self.ptr(idx);
+                    let live = s.tag();
+                    *s.tag_mut() = tag(BUSY, generation(live));
+                    std::ptr::write_volatile(p, s);
+                    std::ptr::write_volatile(self.tag_ptr(idx), live);
+                }
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Rewrites slot `idx`'s counters through `f` (benchmarks and tests
+    /// only: a packet the kernel counts meanwhile is lost). Whether the
+    /// slot held a flow.
+    pub fn update(&self, idx: u32, f: impl FnOnce(&mut FlowCounters)) -> bool {
+        let Some(mut s) = self.read(idx) else { return false };
+        f(s.counters_mut());
+        // SAFETY: the counters' bytes inside the mapping; the tag is left as read.
+        unsafe {
+            let c = self.ptr(idx).cast::<u8>().add(S::COUNTERS_AT).cast::<FlowCounters>();
+            std::ptr::write_volatile(c, *s.counters());
+        }
+        true
+    }
+
+    /// Sets slot `idx`'s media flag if the slot still holds the flow with
+    /// tag `seen`: the kernel reads it on the flow's next packet. (A flow
+    /// that takes the slot just after the check starts at worst one packet
+    /// off its own flag.)
+    pub fn set_media(&self, idx: u32, seen: u64, media: u8) {
+        if self.tag_now(idx) == seen {
+            // SAFETY: a single byte store into the mapping at the flag's offset.
+            unsafe { std::ptr::write_volatile(self.ptr(idx).cast::<u8>().add(S::MEDIA_AT), media) };
+        }
+    }
+
+    /// Kernel memory per slot, as mapped.
+    pub fn bytes_per_slot() -> usize {
+        size_of::<S>()
+    }
+}
