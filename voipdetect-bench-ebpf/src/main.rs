@@ -6,13 +6,18 @@
 use aya_ebpf::{
     Global,
     bindings::xdp_action,
-    helpers::{bpf_get_prandom_u32, bpf_redirect},
+    helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect},
     macros::{map, xdp},
     maps::PerCpuArray,
     programs::XdpContext,
 };
 use voipdetect_common::parse::parse_ethernet;
-use voipdetect_ebpf::frame::Frame;
+use voipdetect_ebpf::{
+    clock::coarse_ns,
+    fastpath::{self, counters, slot},
+    frame::Frame,
+    maps::control,
+};
 
 /// Packets seen by `bench_count_drop`.
 #[map(name = "BENCH_COUNT")]
@@ -38,12 +43,83 @@ pub fn bench_count_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// The parser alone, the result kept alive so it is not optimised away.
+/// The parser alone, its whole result kept so none of it is optimised away.
 #[xdp]
 pub fn bench_parse(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     let r = parse_ethernet(&frame).map(|p| p.payload_len);
     core::hint::black_box(r.is_ok());
+    xdp_action::XDP_PASS
+}
+
+/// One call of a BPF subprogram that does nothing: what a global
+/// function's call and return cost on this machine.
+#[xdp]
+pub fn bench_call(ctx: XdpContext) -> u32 {
+    bench_noop(ctx.ctx)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn bench_noop(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    core::hint::black_box(ctx);
+    xdp_action::XDP_PASS
+}
+
+/// One read of the precise clock (`bpf_ktime_get_ns`).
+#[xdp]
+pub fn bench_clock(_ctx: XdpContext) -> u32 {
+    // SAFETY: helper without preconditions.
+    core::hint::black_box(unsafe { bpf_ktime_get_ns() });
+    xdp_action::XDP_PASS
+}
+
+/// One read of the coarse clock (`bpf_ktime_get_coarse_ns`).
+#[xdp]
+pub fn bench_coarse_clock(_ctx: XdpContext) -> u32 {
+    // SAFETY: helper without preconditions.
+    core::hint::black_box(unsafe { bpf_ktime_get_coarse_ns() });
+    xdp_action::XDP_PASS
+}
+
+/// One read of the jiffies counter (`bpf_jiffies64`, which the verifier
+/// turns into a plain load).
+#[xdp]
+pub fn bench_jiffies(_ctx: XdpContext) -> u32 {
+    // SAFETY: helper without preconditions.
+    core::hint::black_box(unsafe { bpf_jiffies64() });
+    xdp_action::XDP_PASS
+}
+
+// The product's path up to one stage, on the benchmark object's own
+// instances of its maps: the differences between consecutive stages are
+// what each stage costs.
+
+/// Stage 1: the parse, through the per-CPU scratch entry.
+#[xdp]
+pub fn bench_stage_parse(ctx: XdpContext) -> u32 {
+    core::hint::black_box(&fastpath::parse(&ctx));
+    xdp_action::XDP_PASS
+}
+
+/// Stage 2: and the flow's slot (the control entry, the hash, the probes).
+#[xdp]
+pub fn bench_stage_slot(ctx: XdpContext) -> u32 {
+    let Some(pkt) = fastpath::parse(&ctx) else { return xdp_action::XDP_PASS };
+    let (generation, _, seed) = control();
+    core::hint::black_box(slot(&ctx, &pkt, generation, seed));
+    xdp_action::XDP_PASS
+}
+
+/// Stage 3: and the coarse clock, the slot's counters in hand.
+#[xdp]
+pub fn bench_stage_clock(ctx: XdpContext) -> u32 {
+    let Some(pkt) = fastpath::parse(&ctx) else { return xdp_action::XDP_PASS };
+    let (generation, _, seed) = control();
+    let idx = slot(&ctx, &pkt, generation, seed);
+    if let Some(c) = counters(&pkt, idx) {
+        c.last_seen_ns = coarse_ns();
+    }
     xdp_action::XDP_PASS
 }
 

@@ -88,25 +88,6 @@ pub fn size_bucket(len: u32) -> usize {
     SIZE_BUCKETS - 1
 }
 
-// Atomic adds: a map value is shared with other CPUs. The BPF target has
-// no compare-and-swap, so core's atomic types lack `fetch_add` there; the
-// intrinsic lowers to the BPF atomic add instruction instead.
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn add32(v: &mut u32, n: u32) {
-    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
-    // SAFETY: `v` is a valid, aligned u32 for the duration of the call.
-    unsafe { atomic_xadd::<u32, u32, { Relaxed }>(v, n) };
-}
-
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn add64(v: &mut u64, n: u64) {
-    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
-    // SAFETY: as in `add32`.
-    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(v, n) };
-}
-
 /// Compare-and-swap: `*v` becomes `new` if it is `old`; whether it did.
 /// (BPF_CMPXCHG on a double word, which every BPF CPU version has.)
 #[cfg(target_arch = "bpf")]
@@ -124,22 +105,6 @@ pub fn cas64(v: &mut u64, old: u64, new: u64) -> bool {
     use core::sync::atomic::{AtomicU64, Ordering};
     // SAFETY: `v` is a valid, aligned u64 for the duration of the call.
     unsafe { AtomicU64::from_ptr(v) }.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-}
-
-#[cfg(not(target_arch = "bpf"))]
-#[inline(always)]
-fn add32(v: &mut u32, n: u32) {
-    use core::sync::atomic::{AtomicU32, Ordering};
-    // SAFETY: `v` is a valid, aligned u32 for the duration of the call.
-    unsafe { AtomicU32::from_ptr(v) }.fetch_add(n, Ordering::Relaxed);
-}
-
-#[cfg(not(target_arch = "bpf"))]
-#[inline(always)]
-fn add64(v: &mut u64, n: u64) {
-    use core::sync::atomic::{AtomicU64, Ordering};
-    // SAFETY: as in `add32`.
-    unsafe { AtomicU64::from_ptr(v) }.fetch_add(n, Ordering::Relaxed);
 }
 
 #[inline(always)]
@@ -160,7 +125,7 @@ pub fn starts_as_media(key: &FlowKey) -> u8 {
 /// Counts a dropped packet of a blocked flow.
 #[inline(always)]
 pub fn count_drop(c: &mut FlowCounters, now_ns: u64) {
-    add32(&mut c.dropped, 1);
+    c.dropped = c.dropped.wrapping_add(1);
     // A flow held from its first packet never gets a payload update.
     if c.first_seen_ns == 0 {
         c.first_seen_ns = now_ns;
@@ -195,11 +160,11 @@ pub fn update_plain(c: &mut FlowCounters, pkt: &Packet, now_ns: u64) {
     c.last_seen_ns = now_ns;
     let len = pkt.payload_len;
     if len == 0 {
-        add32(&mut c.empty, 1);
+        c.empty = c.empty.wrapping_add(1);
         return;
     }
-    add32(&mut c.packets, 1);
-    add64(&mut c.bytes, u64::from(len));
+    c.packets = c.packets.wrapping_add(1);
+    c.bytes = c.bytes.wrapping_add(u64::from(len));
     if let Some(h) = c.size_hist.get_mut(size_bucket(len)) {
         bump(h);
     }
@@ -212,11 +177,11 @@ pub fn update(c: &mut FlowCounters, pkt: &Packet, hint: Hint, now_ns: u64) {
     c.last_seen_ns = now_ns;
     let len = pkt.payload_len;
     if len == 0 {
-        add32(&mut c.empty, 1);
+        c.empty = c.empty.wrapping_add(1);
         return;
     }
-    add32(&mut c.packets, 1);
-    add64(&mut c.bytes, u64::from(len));
+    c.packets = c.packets.wrapping_add(1);
+    c.bytes = c.bytes.wrapping_add(u64::from(len));
 
     let now = (now_ns >> TICK_SHIFT) as u32 | 1;
     if c.last_data_ticks != 0 {

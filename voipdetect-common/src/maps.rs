@@ -7,6 +7,11 @@ pub const FLOWS6: &str = "VD_FLOWS6";
 /// Load-time constants: the slot-count masks of the two tables.
 pub const FLOWS4_MASK: &str = "FLOWS4_MASK";
 pub const FLOWS6_MASK: &str = "FLOWS6_MASK";
+/// Global: the kernel's tick in nanoseconds (the coarse clock's step),
+/// which turns jiffies into time.
+pub const TICK_NS: &str = "TICK_NS";
+/// Global: the tick assumed when the loader sets none (HZ = 250).
+pub const DEFAULT_TICK_NS: u64 = 4_000_000;
 /// Verdicts written by the controller: `HASH<FlowKey, BlockEntry>`.
 pub const BLOCKLIST: &str = "VD_BLOCKLIST";
 /// Global counters: `PERCPU_ARRAY<u64>` indexed by [`crate::Stat`].

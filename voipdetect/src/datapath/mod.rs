@@ -31,7 +31,10 @@ use aya::{
 };
 use log::{info, warn};
 use voipdetect_common::{
-    maps::{BLOCKLIST, DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, FLOWS4, FLOWS4_MASK, FLOWS6, FLOWS6_MASK, PROGRAM, V6_SHARE},
+    maps::{
+        BLOCKLIST, DEFAULT_BLOCK_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_TICK_NS, FLOWS4, FLOWS4_MASK, FLOWS6, FLOWS6_MASK, PROGRAM,
+        TICK_NS, V6_SHARE,
+    },
     table::capacity,
 };
 
@@ -142,6 +145,7 @@ impl Datapath {
         let slots4 = pinned_slots(FLOWS4).unwrap_or_else(|| capacity(opts.flow_entries));
         let slots6 = pinned_slots(FLOWS6).unwrap_or_else(|| capacity(opts.flow_entries / V6_SHARE));
         let (mask4, mask6) = (slots4 - 1, slots6 - 1);
+        let tick = kernel_tick_ns();
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(FLOWS4, slots4)
@@ -149,7 +153,12 @@ impl Datapath {
             .map_max_entries(BLOCKLIST, opts.block_entries)
             .override_global(LOG_LEVEL_GLOBAL, &level, true)
             .override_global(FLOWS4_MASK, &mask4, true)
-            .override_global(FLOWS6_MASK, &mask6, true);
+            .override_global(FLOWS6_MASK, &mask6, true)
+            .override_global(TICK_NS, &tick, true);
+        if std::env::var_os("VOIPDETECT_VERIFIER_LOG").is_some() {
+            // The verifier's every step, for whoever changes the program.
+            loader.verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+        }
         let mut adopted_maps = false;
         let paths: Vec<(&str, PathBuf)> = opts.pin_dir.iter().flat_map(|d| MAP_NAMES.iter().map(move |n| (*n, d.join(n)))).collect();
         if let Some(dir) = &opts.pin_dir {
@@ -318,6 +327,16 @@ impl Drop for Datapath {
 }
 
 /// 64 random bits from the kernel.
+/// The kernel's tick: the resolution of CLOCK_MONOTONIC_COARSE, which
+/// advances once a tick (the program turns jiffies into time with it).
+fn kernel_tick_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    if ok && (1_000_000..=10_000_000).contains(&ns) { ns } else { DEFAULT_TICK_NS }
+}
+
 fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
