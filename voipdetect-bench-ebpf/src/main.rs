@@ -131,6 +131,32 @@ pub fn bench_redirect(_ctx: XdpContext) -> u32 {
     unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
 }
 
+/// The Ethernet and IPv4 header `bench_redirect_fresh` restores (set at
+/// load time).
+#[unsafe(no_mangle)]
+static REDIRECT_HEADER: Global<[u8; 34]> = Global::new([0; 34]);
+
+/// Like `bench_redirect`, but every frame gets its Ethernet and IPv4 header
+/// rewritten first. Live-frames mode initialises a page once and recycles
+/// it; a forwarding hop rewrites the MAC addresses and the TTL in that
+/// page, so without this the recycled frames come back addressed to the
+/// next hop and the gateway drops them as not its own.
+#[xdp]
+pub fn bench_redirect_fresh(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 34 > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let header = REDIRECT_HEADER.load();
+    let p = start as *mut u8;
+    for (i, b) in header.iter().enumerate() {
+        // SAFETY: i < 34, inside the bytes checked above.
+        unsafe { *p.add(i) = *b };
+    }
+    // SAFETY: helper without memory arguments.
+    unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
+}
+
 /// A flood of distinct flows: like `bench_redirect`, but every frame gets
 /// a random source address (last byte), source port and destination port
 /// first. Expects Ethernet + IPv4 (no options) + UDP.

@@ -38,9 +38,15 @@ pub struct BenchProgs {
 impl BenchProgs {
     /// Loads the object; `redirect_ifindex` is where `bench_redirect` sends.
     pub fn load(redirect_ifindex: u32) -> anyhow::Result<Self> {
+        Self::load_with_header(redirect_ifindex, [0; 34])
+    }
+
+    /// As `load`, with the header `bench_redirect_fresh` writes.
+    pub fn load_with_header(redirect_ifindex: u32, header: [u8; 34]) -> anyhow::Result<Self> {
         voipdetect::datapath::check_privileges()?;
         let mut ebpf = EbpfLoader::new()
             .override_global("REDIRECT_IFINDEX", &redirect_ifindex, true)
+            .override_global("REDIRECT_HEADER", &header, true)
             .load(BENCH_OBJECT)
             .context("loading the benchmark programs")?;
         for name in [
@@ -48,6 +54,7 @@ impl BenchProgs {
             "bench_count_drop",
             "bench_parse",
             "bench_redirect",
+            "bench_redirect_fresh",
             "bench_flood",
             "bench_call",
             "bench_clock",
@@ -84,12 +91,16 @@ impl BenchProgs {
 
 /// Transmits `count` copies of `frame` out of `iface` in network namespace
 /// `ns` with BPF_PROG_TEST_RUN in live-frames mode; `program` is
-/// `bench_redirect` (the same frame) or `bench_flood` (random 5-tuples).
+/// `bench_redirect` (the same frame), `bench_redirect_fresh` (the same
+/// frame, its headers restored each time: for paths that rewrite them) or `bench_flood` (random 5-tuples).
 /// Returns the wall time it took.
 pub fn live_frames(ns: &str, iface: &str, program: &str, frame: &[u8], count: u32) -> anyhow::Result<std::time::Duration> {
     use aya::programs::TestRunAttrs;
     crate::netns::in_ns(ns, || {
-        let mut generator = BenchProgs::load(voipdetect::datapath::ifindex(iface)?)?;
+        let mut header = [0; 34];
+        let n = frame.len().min(34);
+        header[..n].copy_from_slice(&frame[..n]);
+        let mut generator = BenchProgs::load_with_header(voipdetect::datapath::ifindex(iface)?, header)?;
         let prog = generator.prog(program)?;
         let t = std::time::Instant::now();
         // Chunks, so one call never runs for long.

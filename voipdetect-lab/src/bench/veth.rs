@@ -195,3 +195,138 @@ pub fn run(scale: Scale) -> anyhow::Result<Table> {
     }
     Ok(t)
 }
+
+const GW_IN_MAC: &str = "02:00:00:00:04:01";
+const GW_OUT_MAC: &str = "02:00:00:00:04:02";
+const FAR_MAC: &str = "02:00:00:00:04:03";
+const FAR_IP: &str = "198.19.0.2";
+
+/// A gateway between two veth pairs: generator -> gateway (IP forwarding)
+/// -> far end, where `bench_count_drop` counts what was forwarded.
+struct Gateway {
+    gen_ns: Netns,
+    gw_ns: Netns,
+    far_ns: Netns,
+    gen_if: String,
+    gw_in: String,
+    far_if: String,
+}
+
+fn gateway() -> anyhow::Result<Gateway> {
+    netns::remove_stale();
+    let id = netns::next_id();
+    let gen_ns = Netns::create(&id, "fgen")?;
+    let gw_ns = Netns::create(&id, "fgw")?;
+    let far_ns = Netns::create(&id, "ffar")?;
+    let (gen_if, gw_in, gw_out, far_if) = (format!("vd{id}fg"), format!("vd{id}fi"), format!("vd{id}fo"), format!("vd{id}ff"));
+    let link = |a: &str, a_ns: &Netns, a_mac: &str, b: &str, b_ns: &Netns, b_mac: &str| {
+        sh(
+            "ip",
+            &["link", "add", a, "netns", a_ns.name(), "address", a_mac, "type", "veth", "peer", "name", b, "netns", b_ns.name(), "address", b_mac],
+        )
+    };
+    link(&gen_if, &gen_ns, GEN_MAC, &gw_in, &gw_ns, GW_IN_MAC)?;
+    link(&gw_out, &gw_ns, GW_OUT_MAC, &far_if, &far_ns, FAR_MAC)?;
+    gen_ns.ip(&["addr", "add", "198.18.0.1/24", "dev", &gen_if])?;
+    gw_ns.ip(&["addr", "add", "198.18.0.254/24", "dev", &gw_in])?;
+    gw_ns.ip(&["addr", "add", "198.19.0.254/24", "dev", &gw_out])?;
+    far_ns.ip(&["addr", "add", &format!("{FAR_IP}/24"), "dev", &far_if])?;
+    for (ns, dev) in [(&gen_ns, &gen_if), (&gw_ns, &gw_in), (&gw_ns, &gw_out), (&far_ns, &far_if)] {
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    gw_ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    // No neighbour resolution on the measured path.
+    gw_ns.ip(&["neigh", "replace", FAR_IP, "lladdr", FAR_MAC, "dev", &gw_out, "nud", "permanent"])?;
+    Ok(Gateway { gen_ns, gw_ns, far_ns, gen_if, gw_in, far_if })
+}
+
+/// A 64-byte frame from the generator through the gateway to the far end.
+fn forwarded_frame(tcp: bool) -> Vec<u8> {
+    let (src, dst) = ("198.18.0.1:40000".parse().expect("addr"), format!("{FAR_IP}:{PORT}").parse().expect("addr"));
+    let mut f = if tcp { FrameSpec::tcp(src, dst).build(&[0; 6]) } else { FrameSpec::udp(src, dst).build(&[0; 18]) };
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 4, 1]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 3, 1]);
+    f
+}
+
+/// What the gateway's ingress runs in `forwarding`.
+#[derive(Clone, Copy, PartialEq)]
+enum GatewayXdp {
+    None,
+    Empty,
+    Voipdetect,
+}
+
+/// One forwarding measurement: frames per second that reached the far end.
+fn forward_once(tcp: bool, xdp: GatewayXdp, n: u32) -> anyhow::Result<f64> {
+    let g = gateway()?;
+    let mut counter = BenchProgs::load(0)?;
+    in_ns(g.far_ns.name(), || {
+        counter.prog("bench_count_drop")?.attach(&g.far_if, XdpMode::Driver)?;
+        Ok(())
+    })?;
+    let mut empty = BenchProgs::load(0)?;
+    let mut dp = None;
+    match xdp {
+        // Frames redirected into a veth need a NAPI context there: an XDP
+        // program gives one, else GRO.
+        GatewayXdp::None => drop(g.gw_ns.exec("ethtool", &["-K", &g.gw_in, "gro", "on"]).context("ethtool -K gro on")?),
+        GatewayXdp::Empty => in_ns(g.gw_ns.name(), || {
+            empty.prog("bench_pass")?.attach(&g.gw_in, XdpMode::Driver)?;
+            Ok(())
+        })?,
+        GatewayXdp::Voipdetect => {
+            let mut d = Datapath::load(&LoadOptions::default())?;
+            in_ns(g.gw_ns.name(), || d.attach(&g.gw_in).map(drop))?;
+            dp = Some(d);
+        }
+    }
+    let elapsed = super::live_frames(g.gen_ns.name(), &g.gen_if, "bench_redirect_fresh", &forwarded_frame(tcp), n)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let forwarded = counter.dropped()?;
+    anyhow::ensure!(forwarded + 16 >= u64::from(n), "the gateway forwarded only {forwarded} of {n} frames");
+    if let Some(dp) = dp.as_mut() {
+        let tracked = dp.stats()?.get(Stat::Tracked);
+        // The far end also counts the namespaces' own chatter (IPv6
+        // neighbour discovery, a few frames), which voipdetect passes
+        // untracked.
+        anyhow::ensure!(tracked + 16 >= forwarded, "voipdetect tracked {tracked} of {forwarded} forwarded frames");
+    }
+    Ok(forwarded as f64 / elapsed.as_secs_f64() / 1e6)
+}
+
+/// The pass path's cost on what a gateway forwards: one flow from a
+/// generator namespace through a forwarding namespace to a far end, with
+/// nothing, an empty XDP program, or voipdetect on the gateway's ingress
+/// (a UDP flow is a media flow to voipdetect, a TCP flow a plain one). The
+/// generator and the gateway share the core the generator runs on, so the
+/// rate is what one core does generating and forwarding; the ratio is the
+/// part of that voipdetect takes. Rounds interleave the cases; medians.
+pub fn forwarding(scale: Scale) -> anyhow::Result<Table> {
+    let n: u32 = scale.pick(2_000_000, 100_000);
+    let rounds = scale.pick(5, 1);
+    let cases = [
+        ("UDP, no XDP program on the gateway", false, GatewayXdp::None),
+        ("UDP, an empty XDP program", false, GatewayXdp::Empty),
+        ("UDP (media flow), voipdetect", false, GatewayXdp::Voipdetect),
+        ("TCP, no XDP program on the gateway", true, GatewayXdp::None),
+        ("TCP, an empty XDP program", true, GatewayXdp::Empty),
+        ("TCP (plain flow), voipdetect", true, GatewayXdp::Voipdetect),
+    ];
+    let mut rates = vec![Vec::new(); cases.len()];
+    for _ in 0..rounds {
+        for (i, (_, tcp, xdp)) in cases.iter().enumerate() {
+            rates[i].push(forward_once(*tcp, *xdp, n)?);
+        }
+    }
+    let rates: Vec<f64> = rates.into_iter().map(super::median).collect();
+    let mut t = Table::new(
+        "A gateway namespace forwarding one flow (live-frames generator, 64-byte frames, one core)",
+        &["gateway ingress", "forwarded Mpps (median)", "ratio to no program", "ratio to an empty program"],
+    );
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        let base = i - i % 3;
+        t.row(vec![(*name).into(), format!("{:.3}", rates[i]), format!("{:.2}", rates[i] / rates[base]), format!("{:.2}", rates[i] / rates[base + 1])]);
+    }
+    Ok(t)
+}

@@ -73,6 +73,7 @@ fn bench(quick: bool, sections: &[String]) -> anyhow::Result<()> {
     }
     if on("veth") {
         println!("{}", bench::veth::run(scale)?.render());
+        println!("{}", bench::veth::forwarding(scale)?.render());
     }
     if on("poll") {
         let (t, m) = bench::poll::run(scale)?;
