@@ -222,7 +222,24 @@ fn gateway() -> anyhow::Result<Gateway> {
     let link = |a: &str, a_ns: &Netns, a_mac: &str, b: &str, b_ns: &Netns, b_mac: &str| {
         sh(
             "ip",
-            &["link", "add", a, "netns", a_ns.name(), "address", a_mac, "type", "veth", "peer", "name", b, "netns", b_ns.name(), "address", b_mac],
+            &[
+                "link",
+                "add",
+                a,
+                "netns",
+                a_ns.name(),
+                "address",
+                a_mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "netns",
+                b_ns.name(),
+                "address",
+                b_mac,
+            ],
         )
     };
     link(&gen_if, &gen_ns, GEN_MAC, &gw_in, &gw_ns, GW_IN_MAC)?;
@@ -326,7 +343,12 @@ pub fn forwarding(scale: Scale) -> anyhow::Result<Table> {
     );
     for (i, (name, _, _)) in cases.iter().enumerate() {
         let base = i - i % 3;
-        t.row(vec![(*name).into(), format!("{:.3}", rates[i]), format!("{:.2}", rates[i] / rates[base]), format!("{:.2}", rates[i] / rates[base + 1])]);
+        t.row(vec![
+            (*name).into(),
+            format!("{:.3}", rates[i]),
+            format!("{:.2}", rates[i] / rates[base]),
+            format!("{:.2}", rates[i] / rates[base + 1]),
+        ]);
     }
     Ok(t)
 }
