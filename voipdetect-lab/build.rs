@@ -17,6 +17,11 @@ fn main() -> anyhow::Result<()> {
             println!("cargo:rerun-if-changed={}", workspace.join(dep));
         }
     }
+    // The nested cargo's status lines ("Compiling core ...") would reach
+    // the user as dozens of `warning:` lines (aya-build forwards its
+    // stderr as cargo warnings); its compiler diagnostics still come
+    // through. SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package { name: "voipdetect-bench-ebpf", root_dir: root_dir.as_str(), ..Default::default() }],
         aya_build::Toolchain::Custom("nightly"),

@@ -13,6 +13,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(common) = common {
         println!("cargo:rerun-if-changed={common}");
     }
+    // The nested cargo's status lines ("Compiling core ...") would reach
+    // the user as dozens of `warning:` lines (aya-build forwards its
+    // stderr as cargo warnings); its compiler diagnostics still come
+    // through. SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package { name: "voipdetect-ebpf", root_dir: root_dir.as_str(), ..Default::default() }],
         aya_build::Toolchain::Custom("nightly"),

@@ -194,7 +194,7 @@ fn frame_table() {
     let call = udp4(&[9; 172]);
     let k = key_of(&call);
     let now = monotonic_ns();
-    dp.block(&[k], BlockEntry { expires_ns: now + 60_000_000_000, since_ns: now }).unwrap();
+    dp.block(&[k], BlockEntry::drop(now + 60_000_000_000, now)).unwrap();
     run_case(
         &mut dp,
         &Case {
@@ -217,7 +217,7 @@ fn frame_table() {
     );
     // A listed flow not seen before drops on its first packet.
     let fresh = FrameSpec::udp(sa("192.0.2.9:41000"), sa("198.51.100.2:5004")).build(&[1; 40]);
-    dp.block(&[key_of(&fresh)], BlockEntry { expires_ns: now + 60_000_000_000, since_ns: now }).unwrap();
+    dp.block(&[key_of(&fresh)], BlockEntry::drop(now + 60_000_000_000, now)).unwrap();
     run_case(
         &mut dp,
         &Case {
@@ -230,9 +230,9 @@ fn frame_table() {
     );
     // The drop path reads the coarse clock, one scheduler tick (≤ 10 ms)
     // behind: an entry stops dropping within a tick of its expiry.
-    dp.block(&[k], BlockEntry { expires_ns: monotonic_ns() - 50_000_000, since_ns: now }).unwrap();
+    dp.block(&[k], BlockEntry::drop(monotonic_ns() - 50_000_000, now)).unwrap();
     run_case(&mut dp, &tracked("expired entry passes", call.clone(), data(172, false)));
-    dp.block(&[k], BlockEntry { expires_ns: monotonic_ns() + 60_000_000_000, since_ns: now }).unwrap();
+    dp.block(&[k], BlockEntry::drop(monotonic_ns() + 60_000_000_000, now)).unwrap();
     run_case(
         &mut dp,
         &Case {
@@ -370,4 +370,85 @@ fn the_coarse_clock_follows_the_monotonic_clock() {
         assert!(seen <= after, "the coarse clock ran {} ns ahead", seen - after);
         assert!(seen + 2 * tick >= before, "the coarse clock lagged {} ns (tick {tick} ns)", before - seen);
     }
+}
+
+/// The IPv4 header checksum of `h` (20 bytes) summed with its own field:
+/// 0 (or 0xffff) when the header is intact.
+fn ipv4_sum_ok(h: &[u8]) -> bool {
+    let mut sum: u32 = h[..20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// Mark mode: a flow listed for marking passes with its DSCP rewritten
+/// (IPv4 with an intact header checksum, IPv6 in its traffic class, VLAN
+/// tags or not, ECN kept, nothing else changed); a flow listed for
+/// dropping still drops; a packet inside a GTP-U tunnel passes unchanged.
+#[test]
+fn marked_flows_pass_with_their_dscp_rewritten() {
+    use voipdetect_common::dscp::{DSCP_EF, mark};
+    voipdetect_tests::require_root();
+    let mut dp = Datapath::load(&LoadOptions { flow_entries: 1024, ..Default::default() }).unwrap();
+    let now = monotonic_ns();
+    let marking = BlockEntry::marking(now + 60_000_000_000, now, mark(DSCP_EF));
+    let mut vlan = FrameSpec::udp(sa("192.0.2.2:40100"), sa("198.51.100.2:5004"));
+    vlan.vlans = vec![100];
+    let cases = [
+        ("udp ipv4", FrameSpec::udp(sa("192.0.2.2:40101"), sa("198.51.100.2:5004")).build(&[5; 160]), 14),
+        ("udp ipv4 in a vlan", vlan.build(&[5; 160]), 18),
+        ("tcp ipv4", FrameSpec::tcp(sa("192.0.2.2:40102"), sa("198.51.100.2:443")).build(&[5; 160]), 14),
+        ("udp ipv6", FrameSpec::udp(sa("[2001:db8:1::2]:40103"), sa("[2001:db8:2::2]:5004")).build(&[5; 160]), 14),
+    ];
+    for (name, mut frame, l3) in cases {
+        let v4 = frame[l3] >> 4 == 4;
+        // ECN "ECT(1)" on the way in: it must come out the same.
+        if v4 {
+            frame[l3 + 1] |= 1;
+            frame[l3 + 10..l3 + 12].fill(0);
+            let sum: u32 = frame[l3..l3 + 20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            let c = !(((sum & 0xffff) + (sum >> 16)) as u16);
+            frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            assert!(ipv4_sum_ok(&frame[l3..]), "{name}: fixture checksum");
+        } else {
+            frame[l3 + 1] |= 0x10;
+        }
+        dp.block(&[key_of(&frame)], marking).unwrap();
+        let before = dp.stats().unwrap();
+        let (action, out) = dp.test_run_out(&frame).unwrap();
+        let after = dp.stats().unwrap();
+        assert_eq!(action, PASS, "{name}");
+        assert_eq!(out.len(), frame.len(), "{name}");
+        let (dscp, ecn) =
+            if v4 { (out[l3 + 1] >> 2, out[l3 + 1] & 3) } else { (((out[l3] & 0x0f) << 2) | (out[l3 + 1] >> 6), (out[l3 + 1] >> 4) & 3) };
+        assert_eq!((dscp, ecn), (DSCP_EF, 1), "{name}: DSCP and ECN");
+        if v4 {
+            assert!(ipv4_sum_ok(&out[l3..]), "{name}: IPv4 header checksum broken");
+        }
+        let changed: Vec<usize> = (0..frame.len()).filter(|&i| out[i] != frame[i]).collect();
+        let allowed: &[usize] = if v4 { &[l3 + 1, l3 + 10, l3 + 11] } else { &[l3, l3 + 1] };
+        assert!(changed.iter().all(|i| allowed.contains(i)), "{name}: bytes {changed:?} changed");
+        assert_eq!(after.get(Stat::Marked) - before.get(Stat::Marked), 1, "{name}");
+        assert_eq!(after.get(Stat::Tracked) - before.get(Stat::Tracked), 1, "{name}: a marked packet is counted as passed");
+        assert_eq!(after.get(Stat::Dropped), before.get(Stat::Dropped), "{name}");
+        assert_eq!(dp.flow(&key_of(&frame)).unwrap().packets, 1, "{name}: counted into its flow");
+    }
+
+    // A listing turned from marking to dropping drops.
+    let frame = FrameSpec::udp(sa("192.0.2.2:40101"), sa("198.51.100.2:5004")).build(&[5; 160]);
+    dp.block(&[key_of(&frame)], BlockEntry::drop(now + 60_000_000_000, now)).unwrap();
+    assert_eq!(dp.test_run_out(&frame).unwrap().0, DROP, "re-listed to drop");
+
+    // The inner flow of a GTP-U tunnel: listed for marking, passed as it came.
+    let inner = FrameSpec::udp(sa("10.45.0.2:40104"), sa("198.51.100.2:5004")).build(&[5; 80]);
+    let mut gtp = vec![0x30, 0xff];
+    gtp.extend_from_slice(&((inner.len() - 14) as u16).to_be_bytes());
+    gtp.extend_from_slice(&[0, 0, 0, 9]);
+    gtp.extend_from_slice(&inner[14..]);
+    let tunnelled = FrameSpec::udp(sa("192.0.2.10:2152"), sa("198.51.100.10:2152")).build(&gtp);
+    dp.block(&[key_of(&tunnelled)], marking).unwrap();
+    let (action, out) = dp.test_run_out(&tunnelled).unwrap();
+    assert_eq!((action, out), (PASS, tunnelled), "a tunnelled packet passes unchanged");
 }

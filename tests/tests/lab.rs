@@ -228,6 +228,7 @@ fn bad_input_is_one_clear_line_and_attaches_nothing() {
         ("unknown interface", false, vec!["run", "--iface", good, "--iface", "nosuch0"], "unknown interface \"nosuch0\""),
         ("bad duration", false, vec!["run", "--iface", good, "--poll-interval", "banana"], "--poll-interval"),
         ("bad mode", false, vec!["run", "--iface", good, "--mode", "destroy"], "--mode"),
+        ("bad event format", false, vec!["run", "--iface", good, "--format", "xml"], "--format"),
         ("zero map size", false, vec!["run", "--iface", good, "--flow-entries", "0"], "--flow-entries"),
         ("no interface", false, vec!["run"], "--iface"),
         ("missing privileges", true, vec!["run", "--iface", good], "missing privileges"),
@@ -240,6 +241,170 @@ fn bad_input_is_one_clear_line_and_attaches_nothing() {
         assert!(lines[0].contains(expect), "{name}: {:?} should mention {expect:?}", lines[0]);
         assert!(!lab.gateway_has_xdp().unwrap(), "{name}: something was left attached");
         assert!(!lab.pin_dir().exists(), "{name}: something was left pinned");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--format eve`: events and call records in Suricata's layout, each
+/// with the Community ID of its conversation as the specification
+/// computes it from the addresses in the same line.
+#[test]
+fn eve_events_and_records_carry_community_ids() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    let dir = tempdir(&format!("eve-{}", lab.id));
+    let records = dir.join("calls.jsonl");
+    let records_arg = records.to_string_lossy().into_owned();
+    let mut ctl = lab.start_controller(&binary(), &["--format", "eve", "--call-records", &records_arg]).unwrap();
+    ctl.wait_attached(Duration::from_secs(20)).unwrap();
+    let call = pattern::rtp_call(4);
+    let results = live::run(&lab, std::slice::from_ref(&call), &AtomicBool::new(false)).unwrap();
+    let status = ctl.stop().unwrap();
+    assert!(status.success(), "controller exit {status}: {}", ctl.stderr_text());
+    assert!(result(&results, &call.name).delivered_all(), "monitor mode drops nothing");
+    let events = ctl.drain();
+    let text = std::fs::read_to_string(&records).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let expect_id = |line: &serde_json::Value| {
+        let endpoint = |ip: &str, port: &str| {
+            std::net::SocketAddr::new(line[ip].as_str().unwrap().parse().unwrap(), line[port].as_u64().unwrap() as u16).to_string()
+        };
+        let proto = line["proto"].as_str().unwrap().to_ascii_lowercase();
+        let key = voipdetect::key::parse_flow(&proto, &endpoint("src_ip", "src_port"), &endpoint("dest_ip", "dest_port")).unwrap();
+        voipdetect::key::community_id(&key)
+    };
+    let verdict = events
+        .iter()
+        .find(|e| e["event_type"] == "voip" && e["voip"]["event"] == "verdict")
+        .unwrap_or_else(|| panic!("no EVE verdict: {events:#?}"));
+    assert_eq!(verdict["proto"], "UDP");
+    assert!(verdict["timestamp"].as_str().unwrap().ends_with("+0000"), "{verdict}");
+    assert_eq!(verdict["community_id"].as_str(), Some(expect_id(verdict).as_str()), "{verdict}");
+    assert!(verdict["src_port"] == call.server_port || verdict["dest_port"] == call.server_port, "{verdict}");
+    let record = records.iter().find(|r| r["event_type"] == "voip_call").unwrap_or_else(|| panic!("no EVE call record: {text}"));
+    assert_eq!(record["community_id"], verdict["community_id"], "{record}");
+    assert_eq!(record["voip_call"]["session"], verdict["voip"]["session"], "{record}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tcpdump writing a capture; stopped (and waited for) on drop.
+struct Capture(std::process::Child);
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(self.0.id()) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts tcpdump in `ns` on `iface` writing `file`.
+fn capture(ns: &voipdetect_lab::netns::Netns, iface: &str, file: &Path, filter: &[&str]) -> Capture {
+    Capture(
+        ns.command("tcpdump")
+            .args(["-i", iface, "-n", "-U", "-w"])
+            .arg(file)
+            .args(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// (TOS byte, UDP destination port) of every IPv4 packet in a capture, and
+/// whether tcpdump found any IP header checksum bad.
+fn tos_and_ports(file: &Path) -> (Vec<(u8, u16)>, bool) {
+    let out = Command::new("tcpdump").args(["-r"]).arg(file).args(["-n", "-v"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut packets = Vec::new();
+    let mut tos = None;
+    for line in text.lines() {
+        if let Some(t) = line.split("(tos 0x").nth(1) {
+            tos = u8::from_str_radix(t.split(',').next().unwrap_or_default().trim(), 16).ok();
+        } else if let (Some(t), Some(port)) =
+            (tos.take(), line.split(" > ").nth(1).and_then(|d| d.split(':').next()?.rsplit('.').next()?.parse().ok()))
+        {
+            packets.push((t, port));
+        }
+    }
+    (packets, text.contains("bad cksum"))
+}
+
+/// Rules in a namespace: calls on the staff port are marked (DSCP 46 on
+/// arrival, checksums intact), others blocked by the default; a game is
+/// left alone. Then the rule is rewritten to block and SIGHUP reloads it:
+/// the marked call is cut off at once.
+#[test]
+fn rules_mark_one_call_block_another_and_reload_on_sighup() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    let dir = tempdir(&format!("rules-{}", lab.id));
+    let config = dir.join("voipdetect.toml");
+    let rules = |action: &str| format!("mode = \"block\"\n[[rules]]\nname = \"staff\"\naction = \"{action}\"\nports = [5004]\n");
+    std::fs::write(&config, rules("mark")).unwrap();
+    let config_arg = config.to_string_lossy().into_owned();
+    let (to_server, to_client) = (dir.join("to-server.pcap"), dir.join("to-client.pcap"));
+    let filter = ["udp", "and", "(port", "5004", "or", "port", "27015)"];
+    let _d1 = capture(&lab.server, &lab.server_if, &to_server, &filter);
+    let _d2 = capture(&lab.client, &lab.client_if, &to_client, &filter);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ctl = lab.start_controller(&binary(), &["--config", &config_arg]).unwrap();
+    ctl.wait_attached(Duration::from_secs(20)).unwrap();
+    let pid = ctl.pid().unwrap();
+
+    let secs = 10;
+    let (staff, other, game) = (pattern::rtp_call(secs), pattern::tcp_audio_call(secs), pattern::game(64, secs));
+    let reload_at = Duration::from_secs(5);
+    let results = std::thread::scope(|s| {
+        let cfg = &config;
+        s.spawn(move || {
+            std::thread::sleep(reload_at);
+            std::fs::write(cfg, rules("block")).unwrap();
+            // SAFETY: signalling the controller this test started.
+            unsafe { kill(pid as i32, 1) };
+        });
+        live::run(&lab, &[staff.clone(), other.clone(), game.clone()], &AtomicBool::new(false)).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = ctl.stop().unwrap();
+    assert!(status.success(), "controller exit {status}: {}", ctl.stderr_text());
+    let events = ctl.drain();
+    let (staff_r, other_r, game_r) = (result(&results, &staff.name), result(&results, &other.name), result(&results, &game.name));
+    eprintln!("cut off: staff {:?}, other {:?}", staff_r.cut_off_after(), other_r.cut_off_after());
+
+    let staff_verdicts: Vec<(&str, &str)> = verdicts(&events)
+        .into_iter()
+        .filter(|e| has_port(e, staff.server_port))
+        .map(|e| (e["action"].as_str().unwrap_or_default(), e["rule"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(staff_verdicts, [("marked", "staff"), ("blocked", "staff")], "{events:#?}");
+    let other_v = verdicts(&events).into_iter().find(|e| has_port(e, other.server_port)).expect("the other call is found");
+    assert_eq!((other_v["action"].as_str(), other_v["rule"].as_str()), (Some("blocked"), Some("default")), "{other_v}");
+    assert!(ctl.stderr_text().contains("SIGHUP"), "the reload is logged: {}", ctl.stderr_text());
+
+    // The marked call went through until the reload, then stopped.
+    let cut = staff_r.cut_off_after().unwrap_or_else(|| panic!("the staff call was not cut off after the reload: {staff_r:?}"));
+    assert!(cut >= reload_at - Duration::from_millis(500) && cut <= reload_at + Duration::from_secs(2), "cut off after {cut:?}");
+    assert!(other_r.cut_off_after().is_some_and(|t| t <= Duration::from_secs(5)), "{other_r:?}");
+    assert!(game_r.delivered_all(), "{game_r:?}");
+
+    // From the receivers' side: the call's packets in both directions
+    // arrive marked after its verdict; the game's never; no header broken.
+    // Each capture holds both directions: the ones the gateway forwarded
+    // are those arriving (by destination port).
+    for (file, what, to_server) in [(&to_server, "to the server", true), (&to_client, "to the client", false)] {
+        let (packets, bad) = tos_and_ports(file);
+        assert!(!bad, "{what}: a bad IP header checksum");
+        let dst = |f: &Flow| if to_server { f.server_port } else { f.client_port };
+        let call: Vec<u8> = packets.iter().filter(|(_, p)| *p == dst(&staff)).map(|(t, _)| *t).collect();
+        let marked = call.iter().filter(|t| **t == 0xb8).count();
+        assert!(marked > 50, "{what}: {marked} of {} call packets marked", call.len());
+        let first = call.iter().position(|t| *t == 0xb8).unwrap();
+        assert!(call[first..].iter().all(|t| *t == 0xb8), "{what}: unmarked call packets after the first marked one");
+        assert!(call.iter().all(|t| *t == 0 || *t == 0xb8), "{what}: other TOS values {call:?}");
+        let game_tos: Vec<u8> = packets.iter().filter(|(_, p)| *p == dst(&game)).map(|(t, _)| *t).collect();
+        assert!(!game_tos.is_empty() && game_tos.iter().all(|t| *t == 0), "{what}: the game's packets were touched");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

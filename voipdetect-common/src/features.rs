@@ -249,7 +249,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn pkt(len: u32) -> Packet {
-        Packet { key: FlowKey::default(), payload_off: 0, payload_len: len, tcp_flags: 0 }
+        Packet { key: FlowKey::default(), payload_off: 0, payload_len: len, l3_off: 0, tcp_flags: 0 }
     }
 
     #[test]

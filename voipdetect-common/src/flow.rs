@@ -135,7 +135,10 @@ pub struct FlowCounters {
     /// flows when they are created (see [`crate::features::starts_as_media`]);
     /// the controller sets and clears it afterwards.
     pub media: u8,
-    pub _pad: u8,
+    /// Kernel-owned cache of the listed verdict's kind, valid with
+    /// `blocked_until_ns`: 0 drops, [`crate::dscp::mark`] of a DSCP
+    /// rewrites the packets' DSCP instead (mark mode) and passes them.
+    pub mark: u8,
 }
 const _: () = assert!(size_of::<FlowCounters>() == 96);
 
@@ -166,7 +169,7 @@ impl FlowCounters {
         rtp_pt: 0,
         held: 0,
         media: 0,
-        _pad: 0,
+        mark: 0,
     };
 
     /// A fresh entry for a flow first seen at `now_ns` on `ifindex`.
@@ -184,8 +187,28 @@ pub struct BlockEntry {
     pub expires_ns: u64,
     /// When the controller first wrote this verdict.
     pub since_ns: u64,
+    /// 0: drop the flow's packets; [`crate::dscp::mark`] of a DSCP: rewrite
+    /// their DSCP to it and pass them (mark mode).
+    pub mark: u8,
+    pub _pad: [u8; 7],
 }
-const _: () = assert!(size_of::<BlockEntry>() == 16);
+const _: () = assert!(size_of::<BlockEntry>() == 24);
+
+impl BlockEntry {
+    /// A drop until `expires_ns`.
+    pub const fn drop(expires_ns: u64, since_ns: u64) -> Self {
+        Self { expires_ns, since_ns, mark: 0, _pad: [0; 7] }
+    }
+
+    /// A DSCP rewrite (`mark`: see [`crate::dscp::mark`]) until `expires_ns`.
+    pub const fn marking(expires_ns: u64, since_ns: u64, mark: u8) -> Self {
+        Self { expires_ns, since_ns, mark, _pad: [0; 7] }
+    }
+
+    pub const fn is_mark(&self) -> bool {
+        self.mark != 0
+    }
+}
 
 /// Settings the controller changes at run time (one array entry).
 #[repr(C)]

@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn pkt(proto: u8, payload: &[u8]) -> Packet {
-        Packet { key: FlowKey { proto, ..Default::default() }, payload_off: 0, payload_len: payload.len() as u32, tcp_flags: 0 }
+        Packet { key: FlowKey { proto, ..Default::default() }, payload_off: 0, payload_len: payload.len() as u32, l3_off: 0, tcp_flags: 0 }
     }
 
     fn udp(payload: &[u8]) -> Hint {

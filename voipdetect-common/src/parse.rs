@@ -70,9 +70,13 @@ pub struct Packet {
     pub payload_off: usize,
     /// Transport payload length according to the headers.
     pub payload_len: u32,
-    /// TCP flags byte (0 for UDP). A u32, so the struct has no padding:
-    /// the program copies it as words.
-    pub tcp_flags: u32,
+    /// Frame offset of the IP header, where mark mode rewrites the DSCP;
+    /// 0 for a packet inside a tunnel (rewriting it would break the outer
+    /// UDP checksum and the next hop queues by the outer header anyway).
+    pub l3_off: u16,
+    /// TCP flags byte (0 for UDP). With `l3_off`, a word: the struct has no
+    /// padding, and the program copies it as words.
+    pub tcp_flags: u16,
 }
 
 const _: () = assert!(size_of::<Packet>() == 56);
@@ -83,6 +87,7 @@ impl Packet {
         key: FlowKey { src: [0; 16], dst: [0; 16], sport: 0, dport: 0, proto: 0, family: 0, _pad: [0; 2] },
         payload_off: 0,
         payload_len: 0,
+        l3_off: 0,
         tcp_flags: 0,
     };
 }
@@ -145,14 +150,14 @@ pub fn parse_common<B: Bytes + ?Sized>(b: &B) -> Option<Packet> {
             if thl < TCP_MIN_HLEN || thl > l4_len {
                 return None;
             }
-            (L4 + thl, l4_len - thl, u32::from(h[L4 + 13]))
+            (L4 + thl, l4_len - thl, u16::from(h[L4 + 13]))
         }
         _ => return None,
     };
     let mut key = FlowKey { sport, dport, proto, family: FAMILY_V4, ..FlowKey::default() };
     key.src[..4].copy_from_slice(&h[IP4 + 12..IP4 + 16]);
     key.dst[..4].copy_from_slice(&h[IP4 + 16..IP4 + 20]);
-    Some(Packet { key, payload_off, payload_len: payload_len as u32, tcp_flags })
+    Some(Packet { key, payload_off, payload_len: payload_len as u32, l3_off: IP4 as u16, tcp_flags })
 }
 
 /// Parses any frame the program accepts (see the module docs).
@@ -190,6 +195,8 @@ pub fn parse_tunnelled<B: Bytes + ?Sized>(b: &B, off: usize, ethertype: u16) -> 
                 ethertype = inner_type;
                 tunnel = false;
             }
+            // The inner packet of a tunnel is not marked (see `l3_off`).
+            _ if !tunnel => return Ok(Packet { l3_off: 0, ..pkt }),
             _ => return Ok(pkt),
         }
     }
@@ -249,7 +256,8 @@ pub fn parse_ip<B: Bytes + ?Sized>(b: &B, off: usize, ethertype: u16) -> Result<
         ETH_P_IPV6 => parse_ipv6(b, off, &mut key)?,
         _ => return Err(Stat::NotIp),
     };
-    parse_l4(b, l3, key)
+    // Frames are far shorter than 64 KiB: the offset fits.
+    parse_l4(b, l3, key).map(|p| Packet { l3_off: off as u16, ..p })
 }
 
 #[inline(always)]
@@ -346,7 +354,7 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, l3: L3, mut key: FlowKey) -> Result<Packet
             if len < UDP_HLEN || len > l4_len {
                 return Err(Stat::Malformed);
             }
-            Ok(Packet { key, payload_off: l4_off + UDP_HLEN, payload_len: (len - UDP_HLEN) as u32, tcp_flags: 0 })
+            Ok(Packet { key, payload_off: l4_off + UDP_HLEN, payload_len: (len - UDP_HLEN) as u32, l3_off: 0, tcp_flags: 0 })
         }
         PROTO_TCP => {
             // RFC 9293 §3.1.
@@ -357,7 +365,7 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, l3: L3, mut key: FlowKey) -> Result<Packet
             if thl < TCP_MIN_HLEN || thl > l4_len {
                 return Err(Stat::Malformed);
             }
-            Ok(Packet { key, payload_off: l4_off + thl, payload_len: (l4_len - thl) as u32, tcp_flags: u32::from(t[13]) })
+            Ok(Packet { key, payload_off: l4_off + thl, payload_len: (l4_len - thl) as u32, l3_off: 0, tcp_flags: u16::from(t[13]) })
         }
         _ => Err(Stat::OtherL4),
     }

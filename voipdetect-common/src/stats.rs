@@ -42,13 +42,15 @@ pub enum Stat {
     /// Event: a new flow took the slot of the flow seen longest ago among
     /// its probes (the table was full there).
     Evicted,
+    /// Event: a passed packet had its DSCP rewritten (mark mode).
+    Marked,
 }
 
 impl Stat {
     /// Number of outcome slots (see the module docs).
     pub const OUTCOMES: usize = Stat::FlowTableFull as usize + 1;
     /// Number of slots in the map.
-    pub const COUNT: usize = Stat::Evicted as usize + 1;
+    pub const COUNT: usize = Stat::Marked as usize + 1;
 
     /// Every stat in index order.
     pub const ALL: [Stat; Stat::COUNT] = [
@@ -67,6 +69,7 @@ impl Stat {
         Stat::BlockStart,
         Stat::Held,
         Stat::Evicted,
+        Stat::Marked,
     ];
 
     /// Stable snake_case name used in reports and metrics.
@@ -87,6 +90,7 @@ impl Stat {
             Stat::BlockStart => "block_start",
             Stat::Held => "held",
             Stat::Evicted => "evicted",
+            Stat::Marked => "marked",
         }
     }
 

@@ -17,7 +17,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use voipdetect_common::{
-    FlowCounters, FlowKey, Stat,
+    FlowCounters, FlowKey, Stat, dscp,
     features::{count_drop, update, update_plain},
     flow::FAMILY_V4,
     hints::inspect,
@@ -145,16 +145,22 @@ pub fn run(ctx: &XdpContext, pkt: &Packet, generation: u32, holds: u32, seed: u6
 }
 
 /// A packet of a flow whose counters are `flow`: dropped while the flow is
-/// listed or held, else counted.
+/// listed or held (or, listed for marking, its DSCP rewritten), else
+/// counted.
 #[inline(always)]
 pub fn packet(ctx: &XdpContext, flow: &mut FlowCounters, pkt: &Packet, generation: u32, holds: u32, event: &mut Option<Event>) -> u32 {
     if flow.verdict_gen != generation || flow.blocked_until_ns != 0 {
         // A tick's resolution is plenty for a deadline.
         let coarse = coarse_ns();
         if blocked(flow, &pkt.key, coarse, generation, holds, event) {
-            count_drop(flow, coarse.max(flow.last_seen_ns));
-            count(Stat::Dropped);
-            return xdp_action::XDP_DROP;
+            if flow.mark == 0 {
+                count_drop(flow, coarse.max(flow.last_seen_ns));
+                count(Stat::Dropped);
+                return xdp_action::XDP_DROP;
+            }
+            if remark(ctx, pkt, dscp::dscp_of(flow.mark)) {
+                count(Stat::Marked);
+            }
         }
     }
     let now = if flow.media != 0 {
@@ -193,7 +199,7 @@ pub fn packet(ctx: &XdpContext, flow: &mut FlowCounters, pkt: &Packet, generatio
 fn blocked(flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32, holds: u32, event: &mut Option<Event>) -> bool {
     if flow.verdict_gen != generation {
         // SAFETY: read-only copy of a value the controller owns.
-        let mut until = unsafe { BLOCKLIST.get(key) }.map_or(0, |e| e.expires_ns);
+        let (mut until, mut mark) = unsafe { BLOCKLIST.get(key) }.map_or((0, 0), |e| (e.expires_ns, e.mark));
         // Holds apply to a flow's first packet, and afterwards only to
         // flows they caught: an existing flow an operator unblocked stays
         // unblocked whatever its socket.
@@ -207,18 +213,65 @@ fn blocked(flow: &mut FlowCounters, key: &FlowKey, now: u64, generation: u32, ho
             }
             let held = answer & !HOLDS_MEDIA;
             flow.held = u8::from(held > now);
-            if first && held > now {
-                count(Stat::Held);
+            if held > now {
+                // A hold drops, whatever the blocklist says.
+                mark = 0;
+                if first {
+                    count(Stat::Held);
+                }
             }
             until = until.max(held);
         }
         let was_blocked = flow.blocked_until_ns > now;
         flow.blocked_until_ns = until;
+        flow.mark = mark;
         flow.verdict_gen = generation;
-        if until > now && !was_blocked {
+        if until > now && !was_blocked && mark == 0 {
             count(Stat::BlockStart);
             *event = Some(Event::BlockStart);
         }
     }
     flow.blocked_until_ns > now
+}
+
+/// The largest IP header offset mark mode rewrites at (Ethernet and two
+/// VLAN tags are 22 bytes): a bound the verifier needs on an offset read
+/// from memory.
+const MAX_L3_OFF: usize = 64;
+
+/// Rewrites the packet's DSCP to `dscp` (mark mode; see
+/// [`voipdetect_common::dscp`]): IPv4 with its header checksum updated,
+/// IPv6 in the traffic class. Whether the header was there to rewrite.
+#[inline(always)]
+fn remark(ctx: &XdpContext, pkt: &Packet, dscp: u8) -> bool {
+    let off = usize::from(pkt.l3_off);
+    if off == 0 || off > MAX_L3_OFF {
+        return false;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let h = (start + off) as *mut u8;
+    if pkt.key.family == FAMILY_V4 {
+        if start + off + 12 > end {
+            return false;
+        }
+        // SAFETY: bytes off..off+12 of the frame, checked above.
+        unsafe {
+            let (tos, sum) = dscp::ipv4(*h, *h.add(1), u16::from_be_bytes([*h.add(10), *h.add(11)]), dscp);
+            let [hi, lo] = sum.to_be_bytes();
+            *h.add(1) = tos;
+            *h.add(10) = hi;
+            *h.add(11) = lo;
+        }
+    } else {
+        if start + off + 2 > end {
+            return false;
+        }
+        // SAFETY: bytes off..off+2 of the frame, checked above.
+        unsafe {
+            let (b0, b1) = dscp::ipv6(*h, *h.add(1), dscp);
+            *h = b0;
+            *h.add(1) = b1;
+        }
+    }
+    true
 }

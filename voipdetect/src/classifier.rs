@@ -587,7 +587,7 @@ mod tests {
             if i > 0 {
                 t_ms += gap_ms(i);
             }
-            let pkt = Packet { key: FlowKey::default(), payload_off: 0, payload_len: size(i), tcp_flags: 0 };
+            let pkt = Packet { key: FlowKey::default(), payload_off: 0, payload_len: size(i), l3_off: 0, tcp_flags: 0 };
             update(&mut c, &pkt, Hint::None, 1_000_000 + (t_ms * 1e6) as u64);
         }
         DirWindow::between(&FlowCounters::new(0, 0), &c, (t_ms + gap_ms(n)) / 1000.0)

@@ -21,7 +21,8 @@ use crate::{
     controller::{self, DEFAULT_POLL_NS},
     datapath::pins::DEFAULT_PIN_DIR,
     event::Mode,
-    policy::Allowlist,
+    policy::{Allowlist, Policy, Rule, Schedule},
+    report::Format,
 };
 
 /// The environment variable that holds the pseudonym key.
@@ -43,8 +44,12 @@ pub struct Settings {
     pub block_entries: u32,
     pub thresholds: Thresholds,
     pub allowlist: Allowlist,
-    /// JSON lines instead of text for events.
-    pub json: bool,
+    /// Ordered rules (`[[rules]]`); `mode` is the action when none matches.
+    pub rules: Vec<Rule>,
+    /// The DSCP that `mark` writes.
+    pub mark_dscp: u8,
+    /// How events are written: text, JSON lines, or EVE.
+    pub format: Format,
     /// Events to this file instead of stdout.
     pub events: Option<PathBuf>,
     /// One record per call when it ends or is released.
@@ -58,6 +63,9 @@ pub struct Settings {
     /// Leave the program attached and pinned when the controller exits.
     pub keep_attached: bool,
     pub duration: Option<Duration>,
+    /// The flags `run` was started with, when they name a configuration
+    /// file: what SIGHUP reads again.
+    pub reload_from: Option<Box<RunFlags>>,
 }
 
 impl Default for Settings {
@@ -76,7 +84,9 @@ impl Default for Settings {
             block_entries: DEFAULT_BLOCK_ENTRIES,
             thresholds: Thresholds::default(),
             allowlist: Allowlist::default(),
-            json: false,
+            rules: Vec::new(),
+            mark_dscp: voipdetect_common::dscp::DSCP_EF,
+            format: Format::Text,
             events: None,
             call_records: None,
             metrics: None,
@@ -85,6 +95,7 @@ impl Default for Settings {
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             keep_attached: false,
             duration: None,
+            reload_from: None,
         }
     }
 }
@@ -118,9 +129,12 @@ pub struct RunFlags {
     /// Interface to attach to; repeat for each side of a gateway.
     #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
-    /// monitor: report calls; block: also drop them [default: monitor].
+    /// monitor: report calls; block: also drop them; mark: rewrite their DSCP so the next hops prioritise them [default: monitor].
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    /// The DSCP mark mode writes, 0-63 [default: 46, Expedited Forwarding].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub mark_dscp: Option<u8>,
     #[command(flatten)]
     pub detect: DetectFlags,
     /// Also block media flowing one way only (music on hold, broadcast legs).
@@ -132,9 +146,12 @@ pub struct RunFlags {
     /// Capacity of the kernel blocklist.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub block_entries: Option<u32>,
-    /// One JSON object per event instead of text lines.
+    /// One JSON object per event instead of text lines (short for --format json; --format wins).
     #[arg(long)]
     pub json: bool,
+    /// Events as text, json, or eve (Suricata's EVE layout, with Community IDs) [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
     /// Write events to this file (appended) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -187,6 +204,7 @@ impl DetectFlags {
 struct File {
     interfaces: Option<Vec<String>>,
     mode: Option<String>,
+    mark_dscp: Option<u8>,
     poll_interval: Option<String>,
     window: Option<String>,
     ttl: Option<String>,
@@ -197,8 +215,52 @@ struct File {
     keep_attached: Option<bool>,
     maps: Option<Maps>,
     allowlist: Option<AllowFile>,
+    rules: Option<Vec<RuleFile>>,
     outputs: Option<Outputs>,
     thresholds: Option<ThresholdFile>,
+}
+
+/// One `[[rules]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: Option<String>,
+    action: String,
+    clients: Option<Vec<String>>,
+    servers: Option<Vec<String>>,
+    networks: Option<Vec<String>>,
+    ports: Option<Vec<u16>>,
+    interfaces: Option<Vec<String>>,
+    days: Option<Vec<String>>,
+    hours: Option<String>,
+    timezone: Option<String>,
+}
+
+/// A network ("10.0.0.0/8") or a single address; `key` names it in errors.
+fn parse_net(key: &str, c: &str) -> anyhow::Result<IpNet> {
+    c.parse::<IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|e| key_err(key, format!("{c:?}: {e}")))
+}
+
+impl RuleFile {
+    fn rule(self, i: usize) -> anyhow::Result<Rule> {
+        let at = |k: &str| format!("rules[{i}].{k}");
+        let action = self.action.parse().map_err(|e| key_err(&at("action"), e))?;
+        let mut r = Rule::new(self.name.unwrap_or_else(|| format!("rule {}", i + 1)), action);
+        let nets = |name: &str, v: Option<Vec<String>>| -> anyhow::Result<Vec<IpNet>> {
+            v.unwrap_or_default().iter().enumerate().map(|(j, c)| parse_net(&format!("{}[{j}]", at(name)), c)).collect()
+        };
+        r.clients = nets("clients", self.clients)?;
+        r.servers = nets("servers", self.servers)?;
+        r.networks = nets("networks", self.networks)?;
+        r.ports = self.ports.unwrap_or_default();
+        r.interfaces = self.interfaces.unwrap_or_default();
+        if self.days.is_some() || self.hours.is_some() || self.timezone.is_some() {
+            let days = self.days.unwrap_or_default();
+            r.schedule =
+                Some(Schedule::parse(&days, self.hours.as_deref(), self.timezone.as_deref()).map_err(|(part, e)| key_err(&at(part), e))?);
+        }
+        Ok(r)
+    }
 }
 
 #[derive(Deserialize)]
@@ -219,6 +281,7 @@ struct AllowFile {
 #[serde(deny_unknown_fields)]
 struct Outputs {
     json: Option<bool>,
+    format: Option<String>,
     events: Option<String>,
     call_records: Option<String>,
     metrics: Option<String>,
@@ -272,11 +335,17 @@ impl Settings {
             Some(p) => Settings::from_file(p)?,
             None => Settings::default(),
         };
+        if flags.config.is_some() {
+            s.reload_from = Some(Box::new(flags.clone()));
+        }
         if !flags.ifaces.is_empty() {
             s.interfaces = flags.ifaces;
         }
         if let Some(m) = flags.mode {
             s.mode = m;
+        }
+        if let Some(d) = flags.mark_dscp {
+            s.mark_dscp = d;
         }
         flags.detect.apply(&mut s);
         s.block_one_way |= flags.block_one_way;
@@ -286,7 +355,12 @@ impl Settings {
         if let Some(v) = flags.block_entries {
             s.block_entries = v;
         }
-        s.json |= flags.json;
+        if flags.json {
+            s.format = Format::Json;
+        }
+        if let Some(f) = flags.format {
+            s.format = f;
+        }
         if flags.events.is_some() {
             s.events = flags.events;
         }
@@ -348,6 +422,12 @@ impl Settings {
         if let Some(m) = f.mode {
             self.mode = m.parse().map_err(|e| key_err("mode", e))?;
         }
+        if let Some(d) = f.mark_dscp {
+            if d > voipdetect_common::dscp::DSCP_MAX {
+                return Err(key_err("mark_dscp", format!("{d} is not a DSCP (0-63)")));
+            }
+            self.mark_dscp = d;
+        }
         dur("poll_interval", f.poll_interval, &mut self.poll_interval)?;
         dur("window", f.window, &mut self.window)?;
         dur("ttl", f.ttl, &mut self.ttl)?;
@@ -372,17 +452,22 @@ impl Settings {
         }
         if let Some(a) = f.allowlist {
             for (i, c) in a.cidrs.unwrap_or_default().iter().enumerate() {
-                let net = c
-                    .parse::<IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|e| key_err(&format!("allowlist.cidrs[{i}]"), format!("{c:?}: {e}")))?;
-                self.allowlist.cidrs.push(net);
+                self.allowlist.cidrs.push(parse_net(&format!("allowlist.cidrs[{i}]"), c)?);
             }
             self.allowlist.ports = a.ports.unwrap_or_default();
         }
+        if let Some(rules) = f.rules {
+            self.rules = rules.into_iter().enumerate().map(|(i, r)| r.rule(i)).collect::<anyhow::Result<_>>()?;
+        }
         if let Some(o) = f.outputs {
+            if o.json.is_some() && o.format.is_some() {
+                return Err(key_err("outputs.json", "give outputs.format or outputs.json, not both"));
+            }
             if let Some(v) = o.json {
-                self.json = v;
+                self.format = if v { Format::Json } else { Format::Text };
+            }
+            if let Some(f) = o.format {
+                self.format = f.parse().map_err(|e| key_err("outputs.format", e))?;
             }
             if let Some(v) = o.events {
                 self.events = (v != "-").then(|| v.into());
@@ -481,9 +566,17 @@ impl Settings {
         Ok(())
     }
 
+    /// The rules in order, the allowlist's first, `mode` the default.
+    /// Interface names are not resolved yet.
+    pub fn policy(&self) -> Policy {
+        let mut p = Policy { rules: self.rules.clone(), default: self.mode.into() };
+        p.push_allowlist(&self.allowlist);
+        p
+    }
+
     pub fn controller(&self) -> controller::Config {
         controller::Config {
-            mode: self.mode,
+            policy: self.policy(),
             window_ns: ns(self.window),
             ttl_ns: ns(self.ttl),
             idle_ns: ns(self.idle_timeout).max(NS_PER_SEC),
@@ -491,7 +584,7 @@ impl Settings {
             session_salt: 0,
             block_one_way: self.block_one_way,
             thresholds: self.thresholds.clone(),
-            allowlist: self.allowlist.clone(),
+            mark_dscp: self.mark_dscp,
         }
     }
 }
@@ -542,7 +635,54 @@ mod tests {
         assert_eq!((s.mode, s.ttl, s.flow_entries), (Mode::Block, Duration::from_secs(120), 1000));
         assert_eq!(s.allowlist.cidrs.len(), 2);
         assert_eq!(s.thresholds.min_pps, 8.0);
-        assert!(s.json && s.pseudonymize_ips);
+        assert!(s.format == Format::Json && s.pseudonymize_ips);
+    }
+
+    #[test]
+    fn rules_are_read_in_order_after_the_allowlist() {
+        let s = parse(
+            r#"
+            interfaces = ["eth1"]
+            mode = "monitor"
+            [allowlist]
+            ports = [5060]
+            [[rules]]
+            name = "guest"
+            action = "block"
+            networks = ["10.20.0.0/16"]
+            interfaces = ["eth1"]
+            days = ["weekdays", "sat"]
+            hours = "06:00-23:00"
+            timezone = "Europe/Berlin"
+            [[rules]]
+            action = "allow"
+            servers = ["2001:db8::1"]
+            "#,
+        )
+        .unwrap();
+        let p = s.policy();
+        let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["allowlist", "guest", "rule 2"]);
+        assert_eq!(p.default, crate::policy::RuleAction::Monitor);
+        let guest = &p.rules[1];
+        let sched = guest.schedule.as_ref().unwrap();
+        assert_eq!((sched.days, sched.from_min, sched.to_min), ([true, true, true, true, true, true, false], 360, 1380));
+        assert_eq!(guest.interfaces, ["eth1"]);
+        assert_eq!(p.rules[2].servers, ["2001:db8::1/128".parse::<IpNet>().unwrap()]);
+    }
+
+    /// The annotated example the README points to stays valid.
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/voipdetect.toml");
+        let s = Settings::from_file(&path).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.format, Format::Json);
+        // Guest blocked, staff prioritised, the allowlist's two rules first.
+        let p = s.policy();
+        let rules: Vec<(&str, crate::policy::RuleAction)> = p.rules.iter().map(|r| (r.name.as_str(), r.action)).collect();
+        use crate::policy::RuleAction::{Allow, Block, Mark};
+        assert_eq!(rules, [("allowlist", Allow), ("allowlist", Allow), ("guest", Block), ("staff", Mark)]);
     }
 
     #[test]
@@ -558,6 +698,15 @@ mod tests {
             ("interfaces = [\"a\"]\n[thresholds]\nmin_size_stability = 2.0", "thresholds.min_size_stability"),
             ("interfaces = [\"a\"]\n[thresholds]\nmin_pps = 500.0", "thresholds.min_pps"),
             ("interfaces = [\"a\"]\n[outputs]\npseudonymize_ips = true", "outputs.pseudonym_key"),
+            ("interfaces = [\"a\"]\n[outputs]\nformat = \"xml\"", "outputs.format"),
+            ("interfaces = [\"a\"]\nmark_dscp = 64", "mark_dscp"),
+            ("interfaces = [\"a\"]\n[[rules]]\naction = \"drop\"", "rules[0].action"),
+            ("interfaces = [\"a\"]\n[[rules]]\naction = \"block\"\nclients = [\"10.0.0.0/99\"]", "rules[0].clients[0]"),
+            ("interfaces = [\"a\"]\n[[rules]]\naction = \"block\"\nhours = \"9-5\"", "rules[0].hours"),
+            ("interfaces = [\"a\"]\n[[rules]]\naction = \"block\"\ndays = [\"someday\"]", "rules[0].days"),
+            ("interfaces = [\"a\"]\n[[rules]]\naction = \"block\"\ntimezone = \"Mars/Base\"", "rules[0].timezone"),
+            ("interfaces = [\"a\"]\n[[rules]]\naction = \"block\"\nsubnet = []", "subnet"),
+            ("interfaces = [\"a\"]\n[outputs]\nformat = \"eve\"\njson = true", "outputs.json"),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().to_string();

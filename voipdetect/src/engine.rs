@@ -354,7 +354,7 @@ mod tests {
             flows.push(d);
         }
         for mode in [Mode::Monitor, Mode::Block] {
-            let called: Vec<_> = events(&flows, Config { mode, ..Default::default() })
+            let called: Vec<_> = events(&flows, Config::with_mode(mode))
                 .into_iter()
                 .filter(|e| e.kind == EventKind::Verdict && e.key.sport != call.server_port && e.key.dport != call.server_port)
                 .map(|e| format!("{:?} {}", e.key, e.reason))
@@ -373,14 +373,14 @@ mod tests {
     #[test]
     fn one_way_media_is_reported_with_its_direction_and_not_blocked() {
         let f = pattern::one_way_media(SECS);
-        let e = events(std::slice::from_ref(&f), Config { mode: Mode::Block, ..Default::default() });
+        let e = events(std::slice::from_ref(&f), Config::with_mode(Mode::Block));
         let v = e.iter().find(|e| e.kind == EventKind::Verdict).expect("a verdict");
         assert_eq!(v.label, Label::Media);
         assert_eq!(v.action, Action::Reported);
         // The server sends: it is the source of the reported direction.
         assert_eq!(v.key.sport, f.server_port);
         assert!(v.reason.contains("one way"), "{}", v.reason);
-        let e = events(std::slice::from_ref(&f), Config { mode: Mode::Block, block_one_way: true, ..Default::default() });
+        let e = events(std::slice::from_ref(&f), Config { block_one_way: true, ..Config::with_mode(Mode::Block) });
         assert!(e.iter().any(|e| e.kind == EventKind::Verdict && e.action == Action::Blocked));
     }
 }

@@ -5,12 +5,15 @@
 
 use voipdetect_common::{BlockEntry, FlowKey, HoldEntry, HoldKey};
 
-/// Report only, or also block.
+/// Report only, also block, or prioritise (mark): what happens to a call
+/// no rule names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
     #[default]
     Monitor,
     Block,
+    /// Rewrite the call's DSCP (Expedited Forwarding unless configured).
+    Mark,
 }
 
 impl Mode {
@@ -19,6 +22,7 @@ impl Mode {
         match self {
             Mode::Monitor => "monitor",
             Mode::Block => "block",
+            Mode::Mark => "mark",
         }
     }
 }
@@ -28,7 +32,7 @@ impl std::str::FromStr for Mode {
 
     /// The same spellings clap accepts for `--mode`.
     fn from_str(s: &str) -> Result<Self, String> {
-        <Mode as clap::ValueEnum>::from_str(s, false).map_err(|_| format!("{s:?} is not one of monitor, block"))
+        <Mode as clap::ValueEnum>::from_str(s, false).map_err(|_| format!("{s:?} is not one of monitor, block, mark"))
     }
 }
 
@@ -43,7 +47,24 @@ pub enum EventKind {
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Blocked,
+    /// Passed with its DSCP rewritten (mark mode).
+    Marked,
     Reported,
+}
+
+impl Action {
+    /// Blocked or marked: the blocklist holds the call.
+    pub fn listed(self) -> bool {
+        self != Action::Reported
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Blocked => "blocked",
+            Action::Marked => "marked",
+            Action::Reported => "reported",
+        }
+    }
 }
 
 /// What the controller called a conversation.
@@ -112,6 +133,8 @@ pub struct Event {
     pub action: Action,
     pub basis: Basis,
     pub reason: String,
+    /// The policy rule that decided the action ("default": none matched).
+    pub rule: String,
     /// The session (the call) this conversation belongs to...
     pub session: SessionId,
     /// ...and every conversation the session spans so far (canonical keys).
@@ -166,9 +189,9 @@ mod tests {
 
     #[test]
     fn modes_parse_as_the_flag_spells_them() {
-        for m in [Mode::Monitor, Mode::Block] {
+        for m in [Mode::Monitor, Mode::Block, Mode::Mark] {
             assert_eq!(m.name().parse::<Mode>(), Ok(m));
         }
-        assert!("drop".parse::<Mode>().unwrap_err().contains("monitor, block"));
+        assert!("drop".parse::<Mode>().unwrap_err().contains("monitor, block, mark"));
     }
 }

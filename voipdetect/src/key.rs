@@ -31,6 +31,19 @@ pub fn conv_name(k: &FlowKey) -> String {
     format!("{} {} <-> {}", proto_name(k.proto), endpoint(k, true), endpoint(k, false))
 }
 
+/// The conversation's Community ID (v1, seed 0): the identifier Suricata,
+/// Zeek and others give the same 5-tuple, in either direction, so an
+/// event here joins their logs of the same flow.
+pub fn community_id(k: &FlowKey) -> String {
+    community_id_seeded(k, 0)
+}
+
+fn community_id_seeded(k: &FlowKey, seed: u16) -> String {
+    community_id::calculate_community_id(seed, addr(k, true), addr(k, false), Some(k.sport), Some(k.dport), k.proto, false)
+        // Only a mixed address family or a missing port fails; a key has neither.
+        .unwrap_or_default()
+}
+
 /// "tcp", "udp" (the transports tracked), or "other".
 pub fn proto_name(proto: u8) -> &'static str {
     match proto {
@@ -125,6 +138,39 @@ pub fn parse_flow(proto: &str, src: &str, dst: &str) -> anyhow::Result<FlowKey> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TCP and UDP vectors of the specification's baseline
+    /// (community-id-spec, baseline/baseline_deflt.json and
+    /// baseline_seed1.json), each in both directions.
+    #[test]
+    fn community_ids_match_the_specification_vectors() {
+        let vectors = [
+            (
+                6,
+                "2001:470:e5bf:dead:4957:2174:e82c:4887",
+                63943,
+                "2607:f8b0:400c:c03::1a",
+                25,
+                "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4=",
+                "1:eJYTW6AOzFLlSUoESovMjnu7rMw=",
+            ),
+            (6, "128.232.110.120", 34855, "66.35.250.204", 80, "1:LQU9qZlK+B5F3KDmev6m5PMibrg=", "1:3V71V58M3Ksw/yuFALMcW0LAHvc="),
+            (17, "192.168.1.52", 54585, "8.8.8.8", 53, "1:d/FP5EW3wiY1vCndhwleRRKHowQ=", "1:Q9We8WO3piVF8yEQBNJF4uiSVrI="),
+        ];
+        for (proto, a, ap, b, bp, seed0, seed1) in vectors {
+            let proto = if proto == 6 { "tcp" } else { "udp" };
+            let fwd = parse_flow(proto, &endpoint_text(a, ap), &endpoint_text(b, bp)).unwrap();
+            let rev = parse_flow(proto, &endpoint_text(b, bp), &endpoint_text(a, ap)).unwrap();
+            for k in [fwd, rev] {
+                assert_eq!(community_id(&k), seed0, "{}", conv_name(&k));
+                assert_eq!(community_id_seeded(&k, 1), seed1, "{}", conv_name(&k));
+            }
+        }
+    }
+
+    fn endpoint_text(ip: &str, port: u16) -> String {
+        SocketAddr::new(ip.parse().unwrap(), port).to_string()
+    }
 
     #[test]
     fn a_typed_flow_reads_back_as_typed() {

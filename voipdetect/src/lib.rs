@@ -17,7 +17,8 @@
 //! - [`clock`]: CLOCK_MONOTONIC, wall clock, RFC 3339.
 //! - [`key`]: flow keys as text (endpoints, protocol names, "udp A:P B:Q").
 //! - [`event`]: the controller's vocabulary: modes, events, commands.
-//! - [`policy`]: what may be blocked (the allowlist).
+//! - [`policy`]: what happens to a call: ordered rules (networks, ports,
+//!   interfaces, schedules), first match wins; the allowlist a shorthand.
 //! - `window`, [`classifier`]: one direction's window; is it a call?
 //! - [`controller`]: conversations, windows, verdicts and their lifetimes.
 //! - [`engine`], [`replay`], [`capture`], [`plot`]: the offline driver.

@@ -33,6 +33,9 @@ enum Cmd {
         /// Also draw packets per second of the busiest conversations, verdicts marked, as SVG.
         #[arg(long, value_name = "OUT.svg")]
         plot: Option<PathBuf>,
+        /// JSON lines (replay's only format; accepted so scripts can pass the flag they pass to run).
+        #[arg(long)]
+        json: bool,
     },
     /// Tracked flows of the running controller, with current rates (reads its pinned maps).
     Flows {
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
         Cmd::Run(flags) => {
             Settings::resolve(*flags, std::env::var(PSEUDONYM_KEY_ENV).ok()).and_then(|s| tokio_main(voipdetect::run::run(s, debug)))
         }
-        Cmd::Replay { files, detect, plot } => replay(&files, &detect, plot.as_deref()),
+        Cmd::Replay { files, detect, plot, json: _ } => replay(&files, &detect, plot.as_deref()),
         Cmd::Flows { pins, interval, json } => ops::flows(&pins.pin_dir, interval, json),
         Cmd::Block { flow, ttl } => flow.key().and_then(|k| ops::block(&flow.pins.pin_dir, k, ttl)),
         Cmd::Unblock { flow } => flow.key().and_then(|k| ops::unblock(&flow.pins.pin_dir, k)),

@@ -14,7 +14,7 @@ use voipdetect_common::Stat;
 
 use crate::{
     datapath::Stats,
-    event::{Action, Event, EventKind, Label},
+    event::{Event, EventKind, Label},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,7 +108,7 @@ impl Metrics {
             return;
         }
         let kind = if e.label == Label::Media { "one_way" } else { "voip" };
-        let action = if e.action == Action::Blocked { "blocked" } else { "reported" };
+        let action = e.action.name();
         self.verdicts.get_or_create(&VerdictLabels { kind, basis: e.basis.name(), action }).inc();
     }
 

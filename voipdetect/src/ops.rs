@@ -26,7 +26,7 @@ use crate::{
 pub fn block(pin_dir: &Path, key: FlowKey, ttl: Duration) -> anyhow::Result<()> {
     let mut maps = Maps::open_pinned(pin_dir)?;
     let now = monotonic_ns();
-    maps.block(&[key, key.reversed()], BlockEntry { expires_ns: now + ttl.as_nanos() as u64, since_ns: now })?;
+    maps.block(&[key, key.reversed()], BlockEntry::drop(now + ttl.as_nanos() as u64, now))?;
     println!("blocked {} for {}", conv_name(&key), humantime::format_duration(ttl));
     Ok(())
 }
@@ -52,6 +52,8 @@ struct FlowRow {
     blocked_for: Option<f64>,
     /// A hold (not the blocklist) drops it: its call came back on it.
     held: bool,
+    /// Listed for marking (mark mode), not dropping: the DSCP it gets.
+    marked_dscp: Option<u8>,
     dropped: u64,
     /// The call's session, for conversations the controller has a verdict on.
     session: Option<String>,
@@ -100,6 +102,7 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
                 .filter(|until| *until > now)
                 .map(|until| secs(until - now)),
             held: c.held != 0 && c.blocked_until_ns > now,
+            marked_dscp: blocks.get(k).filter(|b| b.is_mark() && c.held == 0).map(|b| voipdetect_common::dscp::dscp_of(b.mark)),
             dropped: u64::from(c.dropped),
             session: sessions.get(k).map(|t| SessionId(t.id).to_string()),
         });
@@ -117,7 +120,11 @@ pub fn flows(pin_dir: &Path, interval: Duration, json: bool) -> anyhow::Result<(
     );
     for r in &rows {
         let by = if r.held { "held" } else { "blocked" };
-        let verdict = r.blocked_for.map_or(String::new(), |t| format!("{by} {t:.0} s more, {} dropped", r.dropped));
+        let verdict = match (r.blocked_for, r.marked_dscp) {
+            (Some(t), Some(d)) => format!("marked DSCP {d} {t:.0} s more"),
+            (Some(t), None) => format!("{by} {t:.0} s more, {} dropped", r.dropped),
+            (None, _) => String::new(),
+        };
         println!(
             "{:<5} {:<46} {:<46} {:>8.1} {:>7.0} {:>10} {:>8.1} {:>7.1} {:<12} {verdict}",
             r.proto,

@@ -1,7 +1,7 @@
 //! `voipdetect run`: the live driver. Loads the program once (re-adopting
 //! what an earlier run left pinned), attaches it to every named interface,
 //! polls the flow map on a fixed interval, feeds the controller and applies
-//! its commands. On SIGINT/SIGTERM it detaches and unpins everything unless
+//! its commands; SIGHUP reloads the rules. On SIGINT/SIGTERM it detaches and unpins everything unless
 //! asked to keep the program for a restart; on every error path the
 //! [`Datapath`] is dropped, which detaches.
 
@@ -14,30 +14,56 @@ use voipdetect_common::SessionTag;
 
 use crate::{
     clock::{Wall, monotonic_ns, rfc3339, unix_now_ns},
-    config::Settings,
+    config::{PSEUDONYM_KEY_ENV, Settings},
     controller::Controller,
-    datapath::{Datapath, LoadOptions, ifindex, ifname},
+    datapath::{Datapath, LoadOptions, ifindex, ifname, private_mount_namespace},
     event::{Command, EventKind, PollOutput},
     metrics::{Metrics, Tracked},
     outputs::{Outputs, Pseudonymizer},
+    policy::Policy,
     state::{self, RunState},
 };
 
-/// Checks what can be checked before touching the kernel.
-pub fn validate(s: &Settings) -> anyhow::Result<()> {
+/// Checks what can be checked before touching the kernel; returns the
+/// policy with its rules' interfaces resolved.
+pub fn validate(s: &Settings) -> anyhow::Result<Policy> {
     s.validate()?;
     for iface in &s.interfaces {
         ifindex(iface)?;
     }
-    Ok(())
+    let mut policy = s.policy();
+    policy.resolve_interfaces(|n| ifindex(n).with_context(|| format!("a rule's interfaces: {n:?}")))?;
+    Ok(policy)
+}
+
+/// SIGHUP: the configuration file read again with the flags of the start;
+/// its rules, mode and allowlist replace the ones in force. Anything wrong
+/// is one line and changes nothing.
+fn reload(s: &Settings, ctl: &mut Controller) {
+    let Some(flags) = &s.reload_from else {
+        info!("SIGHUP: no --config file to reload");
+        return;
+    };
+    let fresh = Settings::resolve((**flags).clone(), std::env::var(PSEUDONYM_KEY_ENV).ok()).and_then(|n| validate(&n).map(|p| (n, p)));
+    match fresh {
+        Ok((n, policy)) => {
+            info!(
+                "SIGHUP: {} rules, default {} (rules, mode and allowlist reloaded; other settings need a restart)",
+                policy.rules.len(),
+                n.mode.name()
+            );
+            ctl.set_policy(policy);
+        }
+        Err(e) => warn!("SIGHUP: reload failed, the rules in force stay: {e:#}"),
+    }
 }
 
 /// Runs until SIGINT/SIGTERM (or the configured duration).
 pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
-    validate(&s)?;
+    let policy = validate(&s)?;
     state::check_not_running(s.pin_dir.as_deref())?;
     let pseudo = s.pseudonymize_ips.then(|| Pseudonymizer::new(s.pseudonym_key.as_deref().unwrap_or_default()));
-    let mut outputs = Outputs::new(s.events.as_deref(), s.json, s.call_records.as_deref(), pseudo)?;
+    let mut outputs = Outputs::new(s.events.as_deref(), s.format, s.call_records.as_deref(), pseudo)?;
     let metrics = Metrics::new();
     let listener = match s.metrics {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics endpoint {addr}"))?),
@@ -51,6 +77,12 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     })?;
     for iface in &s.interfaces {
         dp.attach(iface)?;
+    }
+    if let Some(dir) = s.pin_dir.as_ref().filter(|_| private_mount_namespace()) {
+        info!(
+            "pins in {} belong to a private mount namespace (ip netns exec?) and go when voipdetect exits: --keep-attached and a restart's take-over need the host's",
+            dir.display()
+        );
     }
     if dp.adopted_maps() {
         info!("blocklist kept from the previous run: {} entries", dp.blocklist()?.len());
@@ -74,19 +106,27 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
         use std::hash::{BuildHasher as _, Hasher as _};
         std::collections::hash_map::RandomState::new().build_hasher().finish()
     };
-    let mut ctl = Controller::new(crate::controller::Config { session_salt: salt, ..s.controller() });
+    let rules = policy.rules.len();
+    let mut ctl = Controller::new(crate::controller::Config { session_salt: salt, policy, ..s.controller() });
     let mut names = IfNames::default();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(s.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = s.duration.map(|d| tokio::time::Instant::now() + d);
-    info!("monitoring {} in {:?} mode, polling every {:?}", s.interfaces.join(", "), s.mode, s.poll_interval);
+    info!(
+        "monitoring {} in {} mode ({rules} rules before it), polling every {:?}",
+        s.interfaces.join(", "),
+        s.mode.name(),
+        s.poll_interval
+    );
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let started = Instant::now();
                 let now = monotonic_ns();
+                ctl.set_wall_offset(i128::from(unix_now_ns()) - i128::from(now));
                 let flows = dp.for_each_flow(|k, c| ctl.observe(k, c))?;
                 let out = ctl.finish_poll(now);
                 apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
@@ -96,6 +136,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                     metrics.poll(&dp.stats()?, flows, v4 + v6, tracked, started.elapsed().as_secs_f64());
                 }
             }
+            _ = sighup.recv() => reload(&s, &mut ctl),
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {

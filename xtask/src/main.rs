@@ -90,14 +90,27 @@ struct Binaries {
 
 fn build(release: bool) -> anyhow::Result<Binaries> {
     setup::toolchain()?;
+    let dir = target_dir().join(if release { "release" } else { "debug" });
+    if !built_xdp_object(&dir) {
+        println!("xtask: first build: the XDP programs are compiled for the BPF target too (core library included); a few minutes");
+    }
     let mut cmd = cargo();
     cmd.args(["build", "--package", "voipdetect", "--package", "voipdetect-lab"]);
     if release {
         cmd.arg("--release");
     }
     run(&mut cmd)?;
-    let dir = target_dir().join(if release { "release" } else { "debug" });
     Ok(Binaries { voipdetect: dir.join("voipdetect"), lab: dir.join("voipdetect-lab") })
+}
+
+/// Whether a build in `dir` (target/debug or target/release) has already
+/// produced the XDP object (left by voipdetect's build.rs in its OUT_DIR).
+fn built_xdp_object(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("build"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("voipdetect-") && e.path().join("out").join("voipdetect").is_file())
 }
 
 /// The lab's tooling crates and the packages only they use: none of them

@@ -96,7 +96,7 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
     let mut malformed = udp.clone();
     malformed[14] = 0x43;
     let far = monotonic_ns() + 3_600_000_000_000;
-    let listed = BlockEntry { expires_ns: far, since_ns: monotonic_ns() };
+    let listed = BlockEntry::drop(far, monotonic_ns());
 
     let mut warm = Table::new(
         "Per packet, one flow (BPF_PROG_TEST_RUN, warm)",

@@ -149,7 +149,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Table> {
         if block {
             let key = parse_ethernet(frame().as_slice()).map_err(|s| anyhow!("{s:?}"))?.key;
             let now = monotonic_ns();
-            dp.block(&[key], BlockEntry { expires_ns: now + 3_600_000_000_000, since_ns: now })?;
+            dp.block(&[key], BlockEntry::drop(now + 3_600_000_000_000, now))?;
         }
         let elapsed = generate(&p, n)?;
         let s = dp.stats()?;
@@ -301,7 +301,9 @@ fn forward_once(tcp: bool, xdp: GatewayXdp, n: u32) -> anyhow::Result<f64> {
     let elapsed = super::live_frames(g.gen_ns.name(), &g.gen_if, "bench_redirect_fresh", &forwarded_frame(tcp), n)?;
     std::thread::sleep(Duration::from_millis(200));
     let forwarded = counter.dropped()?;
-    anyhow::ensure!(forwarded + 16 >= u64::from(n), "the gateway forwarded only {forwarded} of {n} frames");
+    // Some loss under overload is part of the figure (the rate counts what
+    // arrived); most of the frames not arriving means the lab is broken.
+    anyhow::ensure!(forwarded * 2 >= u64::from(n), "the gateway forwarded only {forwarded} of {n} frames");
     if let Some(dp) = dp.as_mut() {
         let tracked = dp.stats()?.get(Stat::Tracked);
         // The far end also counts the namespaces' own chatter (IPv6

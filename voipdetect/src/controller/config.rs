@@ -1,7 +1,7 @@
 //! The controller's settings, apart so its parts can read them without
 //! reaching back into the module that drives them.
 
-use crate::{classifier::Thresholds, clock::NS_PER_SEC, event::Mode, policy::Allowlist};
+use crate::{classifier::Thresholds, clock::NS_PER_SEC, event::Mode, policy::Policy};
 
 /// The poll cadence the windows and thresholds are tuned for; the live
 /// driver's default and the replay's clock step.
@@ -17,7 +17,8 @@ pub const DEFAULT_HOLD_NS: u64 = 120 * NS_PER_SEC;
 /// Controller settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub mode: Mode,
+    /// What to do with each call found: rules, first match wins.
+    pub policy: Policy,
     /// Length of a classification window.
     pub window_ns: u64,
     /// Lifetime of a verdict without activity; refreshed while the call lasts.
@@ -30,8 +31,8 @@ pub struct Config {
     /// Also block media that flows one way only (music on hold, broadcast legs).
     pub block_one_way: bool,
     pub thresholds: Thresholds,
-    /// Conversations never blocked (reported only).
-    pub allowlist: Allowlist,
+    /// The DSCP mark mode writes (Expedited Forwarding by default).
+    pub mark_dscp: u8,
     /// Mixed into session ids: random in a live controller, so ids say
     /// nothing about addresses; 0 in replay, so they are reproducible.
     pub session_salt: u64,
@@ -40,15 +41,22 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            mode: Mode::Monitor,
+            policy: Policy::default(),
             window_ns: NS_PER_SEC,
             ttl_ns: 60 * NS_PER_SEC,
             idle_ns: 30 * NS_PER_SEC,
             hold_ns: DEFAULT_HOLD_NS,
             block_one_way: false,
             thresholds: Thresholds::default(),
-            allowlist: Allowlist::default(),
+            mark_dscp: voipdetect_common::dscp::DSCP_EF,
             session_salt: 0,
         }
+    }
+}
+
+impl Config {
+    /// The defaults with every call handled one way (tests, replay).
+    pub fn with_mode(mode: Mode) -> Self {
+        Self { policy: Policy::from_mode(mode, &Default::default()), ..Self::default() }
     }
 }

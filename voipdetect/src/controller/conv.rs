@@ -69,6 +69,11 @@ pub(super) struct ActiveVerdict {
     pub(super) action: Action,
     pub(super) basis: Basis,
     pub(super) reason: String,
+    /// The policy rule that decided the action ("default" when none).
+    pub(super) rule: String,
+    /// Whether the policy may change the action: not once an operator
+    /// lifted the block by hand.
+    pub(super) by_policy: bool,
     pub(super) pps: f64,
     pub(super) mean_size: f64,
     /// One-way media: the direction (0 canonical, 1 reverse) that sends.

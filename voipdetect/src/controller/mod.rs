@@ -29,8 +29,9 @@ use self::{
 use crate::{
     classifier::{Classifier, Finding, Leg, Thresholds, ratio},
     clock::secs,
-    event::{Action, Basis, Command, Event, EventKind, Label, Mode, PollOutput, SessionId},
+    event::{Action, Basis, Command, Event, EventKind, Label, PollOutput, SessionId},
     key::{Socket, conv_name},
+    policy::{ALLOWLIST_RULE, Decision, Policy, RuleAction},
     window::describe,
 };
 
@@ -42,6 +43,9 @@ pub struct Controller {
     /// per process, so a sender choosing its 5-tuples cannot aim collisions.
     convs: HashMap<FlowKey, Conv, foldhash::fast::RandomState>,
     sessions: Sessions,
+    /// Unix time minus the clock `now_ns` comes from: schedules are in
+    /// wall-clock time. 0 in replay, whose clock is the capture's (Unix).
+    wall_offset_ns: i128,
 }
 
 fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
@@ -60,7 +64,20 @@ impl Controller {
     pub fn new(cfg: Config) -> Self {
         let classifier = Classifier::new(cfg.thresholds.clone());
         let sessions = Sessions::new(cfg.session_salt);
-        Self { cfg, classifier, convs: HashMap::default(), sessions }
+        Self { cfg, classifier, convs: HashMap::default(), sessions, wall_offset_ns: 0 }
+    }
+
+    /// Tells how the poll clock maps to Unix time (the live driver's
+    /// CLOCK_MONOTONIC does not): Unix ns = poll ns + `offset_ns`.
+    pub fn set_wall_offset(&mut self, offset_ns: i128) {
+        self.wall_offset_ns = offset_ns;
+    }
+
+    /// Replaces the policy (a reload). Verdicts in force follow it at the
+    /// next poll: blocks a rule no longer asks for are lifted, calls a
+    /// rule now blocks are blocked.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.cfg.policy = policy;
     }
 
     pub fn config(&self) -> &Config {
@@ -107,8 +124,9 @@ impl Controller {
     /// an event.
     pub fn lift(&mut self, canonical: &FlowKey, now_ns: u64) -> Option<Event> {
         let conv = self.convs.get_mut(canonical)?;
-        let v = conv.verdict.as_mut().filter(|v| v.action == Action::Blocked)?;
+        let v = conv.verdict.as_mut().filter(|v| v.action.listed())?;
         v.action = Action::Reported;
+        v.by_policy = false;
         v.reason.push_str(" (block lifted by an operator)");
         self.sessions.lift(conv.session);
         let members = self.sessions.members(conv.session);
@@ -119,11 +137,12 @@ impl Controller {
     /// conversations after a poll that ended at `now_ns`.
     pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
         let mut out = PollOutput::default();
-        let Self { cfg, classifier, convs, sessions } = self;
+        let unix_ns = u64::try_from(i128::from(now_ns) + self.wall_offset_ns).unwrap_or(0);
+        let Self { cfg, classifier, convs, sessions, .. } = self;
         let suspects = sessions.suspects(cfg, now_ns);
         let mut legs = Vec::new();
         convs.retain(|canonical, conv| {
-            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, now_ns, &mut out);
+            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, now_ns, unix_ns, &mut out);
             if keep && let Some(leg) = conv.leg.leg.filter(|_| conv.leg.streak >= cfg.thresholds.windows_needed && conv.undecided()) {
                 let sender = Socket::of(canonical, leg.sender == 0);
                 legs.push(LegAt { key: *canonical, leg, sender, receiver: Socket::of(canonical, leg.sender != 0) });
@@ -144,7 +163,7 @@ impl Controller {
             for l in [to, from] {
                 if let Some(conv) = convs.get_mut(&l.key) {
                     let finding = Finding::Call { reason: reason.clone(), basis: Basis::Session };
-                    issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), now_ns, &mut out);
+                    issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), now_ns, unix_ns, &mut out);
                 }
             }
         }
@@ -161,7 +180,7 @@ impl Controller {
                 let last = conv.last_activity();
                 let members = self.sessions.members(conv.session);
                 out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, last, members));
-                if v.action == Action::Blocked {
+                if v.action.listed() {
                     out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
                 }
             }
@@ -181,6 +200,7 @@ fn each_conv(
     canonical: &FlowKey,
     conv: &mut Conv,
     now_ns: u64,
+    unix_ns: u64,
     out: &mut PollOutput,
 ) -> bool {
     conv.fresh = false;
@@ -236,21 +256,18 @@ fn each_conv(
     let upgrade = conv.verdict.is_some() && matches!(finding, Some(Finding::Call { .. }));
     if !upgrade {
         match conv.upkeep(cfg, now_ns) {
-            Upkeep::None => {}
+            Upkeep::None => follow_policy(cfg, sessions, canonical, conv, now_ns, unix_ns, out),
             Upkeep::Refreshed => {
+                follow_policy(cfg, sessions, canonical, conv, now_ns, unix_ns, out);
                 let v = conv.verdict.as_ref().expect("refreshed a verdict");
-                if v.action == Action::Blocked {
-                    out.commands.push(Command::Block {
-                        keys: dir_keys(canonical),
-                        entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
-                        refresh: true,
-                    });
+                if let Some(entry) = listing(cfg, v.action, v.expires_ns, now_ns) {
+                    out.commands.push(Command::Block { keys: dir_keys(canonical), entry, refresh: true });
                 }
             }
             Upkeep::Released(v) => {
                 let members = sessions.members(conv.session);
                 out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, conv.last_activity(), members));
-                if v.action == Action::Blocked {
+                if v.action.listed() {
                     out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
                 }
                 finding = None;
@@ -260,7 +277,7 @@ fn each_conv(
     if let Some(f) = finding {
         conv.totals = totals(dirs);
         conv.codec = codec(dirs, cfg.thresholds.min_pps);
-        issue(cfg, sessions, canonical, conv, f, anchor, now_ns, out);
+        issue(cfg, sessions, canonical, conv, f, anchor, now_ns, unix_ns, out);
     }
     // A conversation that is no call and sends faster than any voice or
     // video: back to the kernel's plain path.
@@ -303,18 +320,19 @@ fn issue(
     finding: Finding,
     anchor: Anchor,
     now_ns: u64,
+    unix_ns: u64,
     out: &mut PollOutput,
 ) {
     let (label, mut reason, blockable, sender, basis) = match finding {
         Finding::Call { reason, basis } => (Label::Voip, reason, true, None, basis),
         Finding::OneWay { dir, reason } => (Label::Media, reason, cfg.block_one_way, Some(dir), Basis::Rtp),
     };
-    // Checked before any verdict is written to the blocklist.
-    let allowed = blockable && cfg.mode == Mode::Block && cfg.allowlist.covers(canonical);
-    if allowed {
-        reason.push_str(" (allowlisted)");
+    // Decided before any verdict is written to the blocklist.
+    let decision = decide(&cfg.policy, canonical, conv, unix_ns);
+    if blockable && decision.action == RuleAction::Allow {
+        reason.push_str(&allowed_note(&decision));
     }
-    let action = if cfg.mode == Mode::Block && blockable && !allowed { Action::Blocked } else { Action::Reported };
+    let action = action_of(&decision, blockable);
     let (pps, mean_size) = conv.totals;
     let joining = Joining {
         key: canonical,
@@ -333,6 +351,8 @@ fn issue(
         action,
         basis,
         reason,
+        rule: decision.rule,
+        by_policy: true,
         pps,
         mean_size,
         sender,
@@ -340,14 +360,79 @@ fn issue(
         last_activity_ns: conv.last_activity(),
     };
     out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns, sessions.members(Some(session))));
-    if action == Action::Blocked {
-        out.commands.push(Command::Block {
-            keys: dir_keys(canonical),
-            entry: BlockEntry { expires_ns: v.expires_ns, since_ns: now_ns },
-            refresh: false,
-        });
+    if let Some(entry) = listing(cfg, action, v.expires_ns, now_ns) {
+        out.commands.push(Command::Block { keys: dir_keys(canonical), entry, refresh: false });
     }
     conv.verdict = Some(Box::new(v));
+}
+
+/// The policy's decision for a conversation: its initiator's key, the
+/// interfaces each direction arrives on, the wall-clock time.
+fn decide(policy: &Policy, canonical: &FlowKey, conv: &Conv, unix_ns: u64) -> Decision {
+    let init = conv.initiator();
+    let ifindexes = [0, 1].map(|i| conv.dirs[i].as_ref().map_or(0, |d| d.ifindex));
+    policy.decide(&dir_keys(canonical)[init], ifindexes, unix_ns)
+}
+
+fn action_of(d: &Decision, blockable: bool) -> Action {
+    match d.action {
+        RuleAction::Block if blockable => Action::Blocked,
+        RuleAction::Mark if blockable => Action::Marked,
+        _ => Action::Reported,
+    }
+}
+
+/// The blocklist entry an action needs (None: nothing listed).
+fn listing(cfg: &Config, action: Action, expires_ns: u64, now_ns: u64) -> Option<BlockEntry> {
+    match action {
+        Action::Blocked => Some(BlockEntry::drop(expires_ns, now_ns)),
+        Action::Marked => Some(BlockEntry::marking(expires_ns, now_ns, voipdetect_common::dscp::mark(cfg.mark_dscp))),
+        Action::Reported => None,
+    }
+}
+
+/// What an allowed call's reason says.
+fn allowed_note(d: &Decision) -> String {
+    if d.rule == ALLOWLIST_RULE { " (allowlisted)".into() } else { format!(" (allowed by rule {})", d.rule) }
+}
+
+/// A verdict in force follows the policy: a reload or a schedule that
+/// turns a call's action around lifts its block, or blocks it, at once;
+/// the change is told as a new verdict event naming the rule.
+fn follow_policy(
+    cfg: &Config,
+    sessions: &mut Sessions,
+    canonical: &FlowKey,
+    conv: &mut Conv,
+    now_ns: u64,
+    unix_ns: u64,
+    out: &mut PollOutput,
+) {
+    let Some(v) = conv.verdict.as_ref().filter(|v| v.by_policy) else { return };
+    let blockable = v.label == Label::Voip || cfg.block_one_way;
+    let decision = decide(&cfg.policy, canonical, conv, unix_ns);
+    let action = action_of(&decision, blockable);
+    if action == v.action && decision.rule == v.rule {
+        return;
+    }
+    let v = conv.verdict.as_mut().expect("checked above");
+    let was = v.action;
+    v.action = action;
+    v.reason =
+        format!("{} (now rule {}: {})", v.reason.split(" (now rule ").next().unwrap_or_default(), decision.rule, decision.action.name());
+    v.rule = decision.rule;
+    if was != action {
+        match listing(cfg, action, v.expires_ns, now_ns) {
+            // Blocked and marked are both blocklist entries: one write
+            // turns one into the other.
+            Some(entry) => out.commands.push(Command::Block { keys: dir_keys(canonical), entry, refresh: false }),
+            None => out.commands.push(Command::Unblock { keys: dir_keys(canonical) }),
+        }
+        sessions.set_blocked(conv.session, action == Action::Blocked);
+    }
+    let members = sessions.members(conv.session);
+    let v = conv.verdict.as_ref().expect("checked above");
+    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, v, now_ns, members));
 }
 
 /// Sockets that send voice on one leg and receive voice on another, with
@@ -400,6 +485,7 @@ fn event(
         action: v.action,
         basis: v.basis,
         reason: v.reason.clone(),
+        rule: v.rule.clone(),
         session: conv.session.unwrap_or(SessionId(0)),
         conversations: members,
         pps: v.pps,
@@ -420,6 +506,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::event::Mode;
 
     const MS: u64 = 1_000_000;
 
@@ -450,7 +537,7 @@ mod tests {
         while t <= end_ms * MS {
             if (t - MS).is_multiple_of(20 * MS) && active(t / MS) {
                 for (k, c) in [(a, &mut ca), (b, &mut cb)] {
-                    let p = Packet { key: k, payload_off: 0, payload_len: 172, tcp_flags: 0 };
+                    let p = Packet { key: k, payload_off: 0, payload_len: 172, l3_off: 0, tcp_flags: 0 };
                     update(c, &p, Hint::None, t);
                 }
             }
@@ -501,7 +588,64 @@ mod tests {
     }
 
     fn cfg(mode: Mode) -> Config {
-        Config { mode, ttl_ns: 4_000 * MS, idle_ns: 3_000 * MS, ..Default::default() }
+        Config { ttl_ns: 4_000 * MS, idle_ns: 3_000 * MS, ..Config::with_mode(mode) }
+    }
+
+    /// Mark mode lists the call with its DSCP instead of a drop, refreshes
+    /// it the same way and releases it at the end; no drop holds.
+    #[test]
+    fn mark_mode_lists_the_call_for_marking() {
+        let mut ctl = Controller::new(Config { mark_dscp: 34, ..cfg(Mode::Mark) });
+        let outs = drive(&mut ctl, 20_000, |t| t < 8_000);
+        let commands: Vec<&Command> = outs.iter().flat_map(|(_, o)| &o.commands).collect();
+        let listed: Vec<&BlockEntry> =
+            commands.iter().filter_map(|c| if let Command::Block { entry, .. } = c { Some(entry) } else { None }).collect();
+        assert!(!listed.is_empty() && listed.iter().all(|e| e.mark == voipdetect_common::dscp::mark(34)), "{listed:?}");
+        assert!(commands.iter().any(|c| matches!(c, Command::Unblock { .. })), "released at the end");
+        assert!(
+            !commands.iter().any(|c| matches!(c, Command::Hold { key, .. } if key.kind != voipdetect_common::flow::HOLD_HOST)),
+            "no drop holds"
+        );
+        let v = outs.iter().flat_map(|(_, o)| &o.events).find(|e| e.kind == EventKind::Verdict).unwrap();
+        assert_eq!((v.action, v.rule.as_str()), (Action::Marked, "default"));
+    }
+
+    /// A rule with a schedule blocks the call while it is on; when it ends
+    /// the block is lifted at once; a reload that blocks everything blocks
+    /// it again. Each change is a verdict event naming the rule.
+    #[test]
+    fn verdicts_follow_the_rules_their_schedules_and_reloads() {
+        use crate::policy::{Rule, Schedule};
+        let mut night = Rule::new("night", RuleAction::Block);
+        night.networks = vec!["::/0".parse().unwrap()];
+        night.schedule = Some(Schedule::parse(&[], Some("00:00-00:30"), Some("UTC")).unwrap());
+        let mut ctl = Controller::new(Config { policy: Policy { rules: vec![night], default: RuleAction::Monitor }, ..cfg(Mode::Monitor) });
+        // Poll time 0 is Monday 2026-11-30 00:29:55 UTC: the rule ends 5 s in.
+        const MONDAY_MIDNIGHT: i128 = 1_795_996_800_000_000_000;
+        ctl.set_wall_offset(MONDAY_MIDNIGHT + i128::from(29 * 60 + 55) * 1_000_000_000);
+        let outs = drive_with(
+            &mut ctl,
+            14_000,
+            |t| t < 8_000,
+            |ctl, t| {
+                if t == 6_000 {
+                    ctl.set_policy(Policy { rules: Vec::new(), default: RuleAction::Block });
+                }
+            },
+        );
+        let verdicts: Vec<(u64, Action, &str)> = outs
+            .iter()
+            .flat_map(|(t, o)| o.events.iter().filter(|e| e.kind == EventKind::Verdict).map(move |e| (*t, e.action, e.rule.as_str())))
+            .collect();
+        assert!(verdicts.len() == 3, "{verdicts:?}");
+        assert!(verdicts[0].0 < 5_000 && verdicts[0].1 == Action::Blocked && verdicts[0].2 == "night", "{verdicts:?}");
+        assert_eq!(&verdicts[1..], [(5_000, Action::Reported, "default"), (6_250, Action::Blocked, "default")]);
+        let commands = |t: u64| outs.iter().find(|(at, _)| *at == t).map(|(_, o)| o.commands.clone()).unwrap_or_default();
+        assert!(commands(5_000).iter().any(|c| matches!(c, Command::Unblock { .. })), "{:?}", commands(5_000));
+        assert!(commands(6_250).iter().any(|c| matches!(c, Command::Block { refresh: false, .. })), "{:?}", commands(6_250));
+        let release: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).filter(|e| e.kind == EventKind::Release).collect();
+        assert_eq!(release.len(), 1);
+        assert_eq!((release[0].action, release[0].rule.as_str()), (Action::Blocked, "default"));
     }
 
     #[test]
@@ -557,7 +701,7 @@ mod tests {
     #[test]
     fn allowlisted_calls_are_reported_never_blocked() {
         let mut cfg = cfg(Mode::Block);
-        cfg.allowlist.ports = vec![5000];
+        cfg.policy.push_allowlist(&crate::policy::Allowlist { cidrs: Vec::new(), ports: vec![5000] });
         let mut ctl = Controller::new(cfg);
         let outs = drive(&mut ctl, 4_000, |_| true);
         let events: Vec<_> = outs.iter().flat_map(|(_, o)| &o.events).collect();

@@ -21,7 +21,7 @@ use voipdetect_common::{
 
 use super::config::Config;
 use crate::{
-    event::{Command, Label, Mode, SessionId},
+    event::{Command, Label, SessionId},
     key::{Host, Socket},
 };
 
@@ -224,6 +224,14 @@ impl Sessions {
         }
     }
 
+    /// The policy blocked a member of session `id` (its holds start), or
+    /// lifted the blocks (its drop holds end; the host stays a suspect).
+    pub(super) fn set_blocked(&mut self, id: Option<SessionId>, blocked: bool) {
+        if let Some(s) = id.and_then(|id| self.map.get_mut(&id)) {
+            s.blocked = blocked;
+        }
+    }
+
     /// An operator lifted a block of session `id`: it and its holds end.
     pub(super) fn lift(&mut self, id: Option<SessionId>) {
         if let Some(s) = id.and_then(|id| self.map.get_mut(&id)) {
@@ -255,7 +263,7 @@ impl Sessions {
             });
             let hold_until = s.last_activity_ns.saturating_add(cfg.hold_ns);
             let suspect = !s.lifted && s.label == Label::Voip && hold_until > now_ns;
-            let holding = suspect && cfg.mode == Mode::Block && s.blocked;
+            let holding = suspect && s.blocked;
             let mut wanted: BTreeSet<HoldKey> = if holding { kernel_holds(s) } else { BTreeSet::new() };
             if suspect {
                 wanted.insert(HoldKey::host(s.anchor.family, s.anchor.addr));
@@ -340,8 +348,10 @@ mod tests {
         }
     }
 
+    use crate::event::Mode;
+
     fn cfg(mode: Mode) -> Config {
-        Config { mode, hold_ns: 10_000_000_000, ..Default::default() }
+        Config { hold_ns: 10_000_000_000, ..Config::with_mode(mode) }
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub(super) fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     bail!("pin directory {} is not on a BPF filesystem (mount -t bpf bpf DIR)", dir.display())
 }
 
+/// Whether this process has a mount namespace of its own (as under `ip
+/// netns exec`, which unshares one to mount the namespace's /sys): a BPF
+/// filesystem mounted there, and the pins in it, go when the process
+/// exits. False when it cannot tell.
+pub fn private_mount_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata("/proc/self/ns/mnt"), std::fs::metadata("/proc/1/ns/mnt")) {
+        (Ok(own), Ok(init)) => (own.dev(), own.ino()) != (init.dev(), init.ino()),
+        _ => false,
+    }
+}
+
 /// Makes a pinned object readable and writable by root only.
 pub(super) fn restrict(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;

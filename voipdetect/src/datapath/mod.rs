@@ -43,7 +43,7 @@ use self::{
     pins::{MAP_NAMES, link_pin, pinned_links},
 };
 pub use self::{
-    host::{check_privileges, ifindex, ifname, xdp_prog},
+    host::{check_privileges, ifindex, ifname, private_mount_namespace, xdp_prog},
     maps::{Maps, Stats},
 };
 

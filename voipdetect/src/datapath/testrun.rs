@@ -25,6 +25,17 @@ impl Datapath {
         Ok(self.test_run_repeat(frame, 1)?.0)
     }
 
+    /// Runs the program once on `frame`; returns its XDP action and the
+    /// frame as the program left it (mark mode rewrites headers).
+    pub fn test_run_out(&mut self, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        let program = self.program()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+        let r = program.test_run(opts).map_err(|e: ProgramError| anyhow::Error::new(e).context("BPF_PROG_TEST_RUN"))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
     /// Runs the program `repeat` times on `frame`; returns the action and the
     /// kernel's mean time per run.
     pub fn test_run_repeat(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
