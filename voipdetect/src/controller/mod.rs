@@ -439,11 +439,20 @@ fn follow_policy(
 /// the two legs alike (the same codec both ways): (socket, [index of the
 /// leg it sends on, index of the leg it receives on]).
 fn pair_legs(legs: &[LegAt], t: &Thresholds) -> Vec<(Socket, [usize; 2])> {
-    let mut sending: HashMap<Socket, Vec<usize>> = HashMap::new();
+    // Only a socket that receives on one leg can pair: index the senders
+    // among those alone (a poll may hold a million one-way legs, of which
+    // a handful meet at a socket).
+    let receivers: std::collections::HashSet<Socket, foldhash::fast::RandomState> = legs.iter().map(|l| l.receiver).collect();
+    let mut sending: HashMap<Socket, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
     for (i, l) in legs.iter().enumerate() {
-        sending.entry(l.sender).or_default().push(i);
+        if receivers.contains(&l.sender) {
+            sending.entry(l.sender).or_default().push(i);
+        }
     }
     let mut pairs = Vec::new();
+    if sending.is_empty() {
+        return pairs;
+    }
     for (j, l) in legs.iter().enumerate() {
         let Some(outs) = sending.get(&l.receiver) else { continue };
         let alike = |i: &&usize| {
