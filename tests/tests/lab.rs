@@ -382,6 +382,7 @@ fn rules_mark_one_call_block_another_and_reload_on_sighup() {
     let other_v = verdicts(&events).into_iter().find(|e| has_port(e, other.server_port)).expect("the other call is found");
     assert_eq!((other_v["action"].as_str(), other_v["rule"].as_str()), (Some("blocked"), Some("default")), "{other_v}");
     assert!(ctl.stderr_text().contains("SIGHUP"), "the reload is logged: {}", ctl.stderr_text());
+    assert!(!ctl.stderr_text().contains("private mount namespace"), "the host's mounts are shared here: {}", ctl.stderr_text());
 
     // The marked call went through until the reload, then stopped.
     let cut = staff_r.cut_off_after().unwrap_or_else(|| panic!("the staff call was not cut off after the reload: {staff_r:?}"));
@@ -407,6 +408,27 @@ fn rules_mark_one_call_block_another_and_reload_on_sighup() {
         assert!(!game_tos.is_empty() && game_tos.iter().all(|t| *t == 0), "{what}: the game's packets were touched");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under `ip netns exec` (a private mount namespace) pins die with the
+/// process: `run` says so in one line, and still cleans up after itself.
+#[test]
+fn run_says_when_its_pins_cannot_outlive_it() {
+    voipdetect_tests::require_root();
+    let lab = GatewayLab::new().unwrap();
+    let pins = lab.pin_dir().to_string_lossy().into_owned();
+    let out = Command::new("ip")
+        .args(["netns", "exec", lab.gateway.name()])
+        .arg(binary())
+        .args(["run", "--iface", &lab.gw_client_if, "--duration", "1s", "--pin-dir", &pins])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("private mount namespace")).collect();
+    assert_eq!(lines.len(), 1, "one line about the private mount namespace: {stderr}");
+    assert!(!lab.gateway_has_xdp().unwrap(), "left attached");
 }
 
 #[test]

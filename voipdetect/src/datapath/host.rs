@@ -41,14 +41,20 @@ pub(super) fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Whether this process has a mount namespace of its own (as under `ip
-/// netns exec`, which unshares one to mount the namespace's /sys): a BPF
+/// netns exec` or `unshare -m`, which unshare one and then exec us): a BPF
 /// filesystem mounted there, and the pins in it, go when the process
-/// exits. False when it cannot tell.
+/// exits. Compared with the parent's namespace (the shell or service
+/// manager that started us), else with init's; false when neither can be
+/// read.
 pub fn private_mount_namespace() -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    match (std::fs::metadata("/proc/self/ns/mnt"), std::fs::metadata("/proc/1/ns/mnt")) {
-        (Ok(own), Ok(init)) => (own.dev(), own.ino()) != (init.dev(), init.ino()),
-        _ => false,
+    let ns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| (m.dev(), m.ino()));
+    // SAFETY: no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let Some(own) = ns("self") else { return false };
+    match ns(&parent.to_string()).or_else(|| ns("1")) {
+        Some(other) => own != other,
+        None => false,
     }
 }
 
