@@ -126,6 +126,9 @@ pub(super) struct Conv {
     /// Payload rate and mean size of a speaking direction (one at voice
     /// rate) in the latest window: the call's codec, as a session keeps it.
     pub(super) codec: (f64, f64),
+    /// Nothing to do until a packet arrives (see [`Conv::settle`]): a poll
+    /// passes it over but for its idle time, which it keeps here.
+    pub(super) dormant: Option<u64>,
 }
 
 impl Conv {
@@ -143,13 +146,25 @@ impl Conv {
             session: None,
             totals: (0.0, 0.0),
             codec: (0.0, 0.0),
+            dormant: None,
         }
     }
 
-    /// Records direction `idx`'s counters as read in this poll.
-    pub(super) fn observe(&mut self, idx: usize, c: &FlowCounters) {
+    /// Records direction `idx`'s counters as read in this poll; the poll
+    /// before ended at `last_poll_ns`.
+    pub(super) fn observe(&mut self, idx: usize, c: &FlowCounters, last_poll_ns: u64) {
         if self.fresh {
             self.win_start_ns = self.win_start_ns.min(c.first_seen_ns);
+        }
+        if self.dormant.is_some() {
+            if self.dirs[idx].as_ref().is_some_and(|d| d.first_seen_ns == c.first_seen_ns && d.last_seen_ns == c.last_seen_ns) {
+                return;
+            }
+            // Awake: its window starts where the quiet ended, at the last
+            // poll that saw nothing new (where the windows it slept
+            // through, each empty, would have left it).
+            self.dormant = None;
+            self.win_start_ns = self.win_start_ns.max(last_poll_ns);
         }
         match &mut self.dirs[idx] {
             Some(d) if d.first_seen_ns == c.first_seen_ns => d.read(c),
@@ -297,6 +312,32 @@ impl Conv {
             return Upkeep::Refreshed;
         }
         Upkeep::None
+    }
+
+    /// Puts the conversation to sleep when nothing is pending: no verdict,
+    /// no session, nothing since its window started, and no run of windows,
+    /// leg or structure carried from before (a reason kept from an old
+    /// call-like window is overwritten before a new run can use it).
+    /// (Plain conversations stay
+    /// awake: their one window runs until they are promoted, and its rate
+    /// falls as time passes.) Every poll until its next
+    /// packet would then find an empty window and leave it as it is, so
+    /// the polls can pass it over (the controller's work follows what
+    /// changed, not what exists). Whether it sleeps.
+    pub(super) fn settle(&mut self) -> bool {
+        let quiet = self.verdict.is_none()
+            && self.session.is_none()
+            && !self.fresh
+            && !self.plain()
+            && self.dirs.iter().flatten().all(|d| d.start == d.cur && d.prev_rtp_ok == 0)
+            && self.streak == 0
+            && self.talked == [false; 2]
+            && self.leg.leg.is_none()
+            && self.totals == (0.0, 0.0);
+        if quiet {
+            self.dormant = Some(self.last_activity());
+        }
+        quiet
     }
 
     /// Starts the next window at `now_ns`.

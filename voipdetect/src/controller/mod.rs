@@ -46,6 +46,8 @@ pub struct Controller {
     /// Unix time minus the clock `now_ns` comes from: schedules are in
     /// wall-clock time. 0 in replay, whose clock is the capture's (Unix).
     wall_offset_ns: i128,
+    /// When the latest poll ended.
+    last_poll_ns: u64,
 }
 
 fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
@@ -64,7 +66,7 @@ impl Controller {
     pub fn new(cfg: Config) -> Self {
         let classifier = Classifier::new(cfg.thresholds.clone());
         let sessions = Sessions::new(cfg.session_salt);
-        Self { cfg, classifier, convs: HashMap::default(), sessions, wall_offset_ns: 0 }
+        Self { cfg, classifier, convs: HashMap::default(), sessions, wall_offset_ns: 0, last_poll_ns: 0 }
     }
 
     /// Tells how the poll clock maps to Unix time (the live driver's
@@ -87,6 +89,12 @@ impl Controller {
     /// Conversations currently tracked.
     pub fn conversations(&self) -> usize {
         self.convs.len()
+    }
+
+    /// Conversations asleep: nothing pending until their next packet (a
+    /// poll passes them over).
+    pub fn dormant(&self) -> usize {
+        self.convs.values().filter(|c| c.dormant.is_some()).count()
     }
 
     /// Sessions currently tracked (calls and their holds).
@@ -115,7 +123,7 @@ impl Controller {
             Entry::Vacant(_) if !worth_tracking(c, self.cfg.thresholds.min_packets_tracked) => return,
             Entry::Vacant(e) => e.insert(Conv::new(c.first_seen_ns)),
         };
-        conv.observe(idx, c);
+        conv.observe(idx, c, self.last_poll_ns);
     }
 
     /// An operator lifted this conversation's block: it stays a call, is
@@ -138,10 +146,19 @@ impl Controller {
     pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
         let mut out = PollOutput::default();
         let unix_ns = u64::try_from(i128::from(now_ns) + self.wall_offset_ns).unwrap_or(0);
+        self.last_poll_ns = now_ns;
         let Self { cfg, classifier, convs, sessions, .. } = self;
         let suspects = sessions.suspects(cfg, now_ns);
         let mut legs = Vec::new();
         convs.retain(|canonical, conv| {
+            // Asleep: only its idle time counts (no session, no verdict).
+            if let Some(last) = conv.dormant {
+                let idle = now_ns.saturating_sub(last) > cfg.idle_ns;
+                if idle {
+                    out.commands.push(Command::Forget { keys: dir_keys(canonical) });
+                }
+                return !idle;
+            }
             let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, now_ns, unix_ns, &mut out);
             if keep && let Some(leg) = conv.leg.leg.filter(|_| conv.leg.streak >= cfg.thresholds.windows_needed && conv.undecided()) {
                 let sender = Socket::of(canonical, leg.sender == 0);
@@ -294,7 +311,11 @@ fn each_conv(
     if window_done {
         conv.close_window(&windows, now_ns);
     }
-    keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out)
+    let keep = keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
+    if keep {
+        conv.settle();
+    }
+    keep
 }
 
 /// Forgets a conversation idle for `idle_timeout` without a verdict;
@@ -598,6 +619,45 @@ mod tests {
 
     fn cfg(mode: Mode) -> Config {
         Config { ttl_ns: 4_000 * MS, idle_ns: 3_000 * MS, ..Config::with_mode(mode) }
+    }
+
+    /// A conversation with nothing pending sleeps: polls pass it over
+    /// until its next packet wakes it, and it is still forgotten when idle.
+    #[test]
+    fn quiet_conversations_sleep_until_their_next_packet() {
+        let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let k = key();
+        let mut c = new_flow(&k, MS, 3);
+        let send = |c: &mut FlowCounters, from_ms: u64| {
+            // A second of 1200-byte packets every 100 ms: no call.
+            for i in 0..10 {
+                let p = Packet { key: k, payload_off: 0, payload_len: 1200, l3_off: 0, tcp_flags: 0 };
+                update(c, &p, Hint::None, (from_ms + 100 * i) * MS);
+            }
+        };
+        send(&mut c, 1);
+        let poll = |ctl: &mut Controller, c: &FlowCounters, at_ms: u64| {
+            ctl.observe(&k, c);
+            ctl.finish_poll(at_ms * MS)
+        };
+        for at in [1_000, 2_000, 2_250] {
+            poll(&mut ctl, &c, at);
+        }
+        assert_eq!(ctl.dormant(), 0, "its last window had packets");
+        poll(&mut ctl, &c, 3_000);
+        assert_eq!((ctl.conversations(), ctl.dormant()), (1, 1), "asleep after a window without packets");
+        let out = poll(&mut ctl, &c, 3_250);
+        assert!(out.events.is_empty() && out.commands.is_empty());
+        assert_eq!(ctl.dormant(), 1, "unchanged counters do not wake it");
+        send(&mut c, 3_300);
+        poll(&mut ctl, &c, 4_250);
+        assert_eq!(ctl.dormant(), 0, "a packet wakes it");
+        poll(&mut ctl, &c, 5_250);
+        assert_eq!(ctl.dormant(), 1);
+        // Idle 3 s after its last packet (4.2 s): forgotten while asleep.
+        let out = poll(&mut ctl, &c, 7_500);
+        assert!(out.commands.iter().any(|c| matches!(c, Command::Forget { .. })), "{:?}", out.commands);
+        assert_eq!(ctl.conversations(), 0);
     }
 
     /// Mark mode lists the call with its DSCP instead of a drop, refreshes

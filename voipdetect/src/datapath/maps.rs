@@ -50,6 +50,12 @@ impl Stats {
 /// The program's maps: owned by a loaded [`super::Datapath`], or opened
 /// from their pins by the `flows`, `block`, `unblock` and `status`
 /// commands while a controller runs in another process.
+/// What [`Maps::for_each_changed_flow`] compares against.
+pub struct ChangeTracker {
+    v4: Vec<u64>,
+    v6: Vec<u64>,
+}
+
 pub struct Maps {
     pub(super) flows4: Table<Slot4>,
     pub(super) flows6: Table<Slot6>,
@@ -130,6 +136,22 @@ impl Maps {
     /// mapped tables (no system call).
     pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> anyhow::Result<usize> {
         Ok(self.flows4.for_each(|_, k, _, c| f(k, c)) + self.flows6.for_each(|_, k, _, c| f(k, c)))
+    }
+
+    /// Every slot's latest packet time as [`Maps::for_each_changed_flow`]
+    /// last saw it (8 bytes a slot).
+    pub fn change_tracker(&self) -> ChangeTracker {
+        ChangeTracker { v4: vec![0; self.flows4.slots() as usize], v6: vec![0; self.flows6.slots() as usize] }
+    }
+
+    /// Calls `f` for the direction-flows with packets (or drops) since the
+    /// previous call with `tracker`: a poll's work follows what changed,
+    /// and reading an unchanged slot costs a compare. Returns (flows
+    /// tracked, flows changed).
+    pub fn for_each_changed_flow(&self, tracker: &mut ChangeTracker, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> (usize, usize) {
+        let (n4, c4) = self.flows4.for_each_changed(&mut tracker.v4, |_, k, _, c| f(k, c));
+        let (n6, c6) = self.flows6.for_each_changed(&mut tracker.v6, |_, k, _, c| f(k, c));
+        (n4 + n6, c4 + c6)
     }
 
     /// Retires a flow (the controller forgets idle flows), unless its slot

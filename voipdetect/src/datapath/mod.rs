@@ -44,7 +44,7 @@ use self::{
 };
 pub use self::{
     host::{check_privileges, ifindex, ifname, private_mount_namespace, xdp_prog},
-    maps::{Maps, Stats},
+    maps::{ChangeTracker, Maps, Stats},
 };
 
 /// The XDP object built by build.rs from `voipdetect-ebpf`.

@@ -170,6 +170,28 @@ impl<S: Slot> Table<S> {
         n
     }
 
+    /// Like [`Table::for_each`], but calls `f` only for the flows whose
+    /// latest packet is not the one `stamps` (one per slot) recorded at the
+    /// previous call, and records the new ones. Returns (flows, changed).
+    pub fn for_each_changed(&self, stamps: &mut [u64], mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters)) -> (usize, usize) {
+        let (mut n, mut changed) = (0, 0);
+        for (idx, stamp) in (0..self.slots).zip(stamps.iter_mut()) {
+            match self.read(idx) {
+                Some(s) => {
+                    n += 1;
+                    let seen = s.counters().last_seen_ns;
+                    if *stamp != seen {
+                        *stamp = seen;
+                        changed += 1;
+                        f(idx, &s.key(), s.tag(), s.counters());
+                    }
+                }
+                None => *stamp = 0,
+            }
+        }
+        (n, changed)
+    }
+
     /// The slot index of `key`'s flow, if it has one.
     pub fn find(&self, key: &FlowKey, seed: u64) -> Option<u32> {
         let w = S::words(key);
