@@ -13,7 +13,7 @@ use voipdetect_common::{
 
 use voipdetect::{
     clock::monotonic_ns,
-    controller::{Config, Controller},
+    controller::{Config, Controller, NO_PLACE},
     datapath::{ChangeTracker, Datapath, LoadOptions},
 };
 
@@ -52,7 +52,7 @@ fn thread_cpu() -> Duration {
 /// changed, then judge; its thread CPU time.
 fn poll(dp: &Datapath, ctl: &mut Controller, changes: &mut ChangeTracker, now: u64) -> Duration {
     let t0 = thread_cpu();
-    dp.for_each_changed_flow(changes, |k, c| ctl.observe(k, c));
+    dp.for_each_changed_flow(changes, |k, c, place| ctl.observe_hinted(k, c, place));
     ctl.finish_poll(now);
     thread_cpu() - t0
 }
@@ -130,10 +130,10 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
 
         let mut ctl = Controller::new(Config::default());
         let rss_before = rss();
-        let mut changes = dp.change_tracker();
+        let mut changes = dp.change_tracker(NO_PLACE);
         let mut clock = now;
         let t0 = Instant::now();
-        dp.for_each_changed_flow(&mut changes, |k, c| ctl.observe(k, c));
+        dp.for_each_changed_flow(&mut changes, |k, c, place| ctl.observe_hinted(k, c, place));
         ctl.finish_poll(clock);
         let one_poll = t0.elapsed();
         let few = sustained(&mut dp, &mut ctl, &mut changes, &mut clock, n, 1, secs)?;

@@ -15,15 +15,20 @@
 
 mod config;
 mod conv;
+mod convs;
 mod session;
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::collections::HashMap;
 
 use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
-pub use self::config::{Config, DEFAULT_HOLD_NS, DEFAULT_POLL_NS};
+pub use self::{
+    config::{Config, DEFAULT_HOLD_NS, DEFAULT_POLL_NS},
+    convs::NO_PLACE,
+};
 use self::{
     conv::{Conv, Upkeep, codec, totals},
+    convs::Convs,
     session::{Anchor, Joining, Sessions, Suspects},
 };
 use crate::{
@@ -39,15 +44,16 @@ use crate::{
 pub struct Controller {
     cfg: Config,
     classifier: Classifier,
-    /// foldhash: fast for a million tuples hashed every poll, and seeded
-    /// per process, so a sender choosing its 5-tuples cannot aim collisions.
-    convs: HashMap<FlowKey, Conv, foldhash::fast::RandomState>,
+    convs: Convs,
     sessions: Sessions,
     /// Unix time minus the clock `now_ns` comes from: schedules are in
     /// wall-clock time. 0 in replay, whose clock is the capture's (Unix).
     wall_offset_ns: i128,
     /// When the latest poll ended.
     last_poll_ns: u64,
+    /// The places of the conversations with a one-way leg in the poll in
+    /// progress (kept: a poll of a million legs does not allocate anew).
+    legs: Vec<u32>,
 }
 
 fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
@@ -55,6 +61,7 @@ fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
 }
 
 /// A one-way leg as the second pass sees it.
+#[derive(Clone, Copy)]
 struct LegAt {
     key: FlowKey,
     leg: Leg,
@@ -62,11 +69,24 @@ struct LegAt {
     receiver: Socket,
 }
 
+impl LegAt {
+    /// The conversation's one-way leg, if it has run long enough to pair.
+    fn of(canonical: &FlowKey, conv: &Conv, t: &Thresholds) -> Option<Self> {
+        let leg = conv.leg.leg.filter(|_| conv.leg.streak >= t.windows_needed && conv.undecided())?;
+        Some(Self {
+            key: *canonical,
+            leg,
+            sender: Socket::of(canonical, leg.sender == 0),
+            receiver: Socket::of(canonical, leg.sender != 0),
+        })
+    }
+}
+
 impl Controller {
     pub fn new(cfg: Config) -> Self {
         let classifier = Classifier::new(cfg.thresholds.clone());
         let sessions = Sessions::new(cfg.session_salt);
-        Self { cfg, classifier, convs: HashMap::default(), sessions, wall_offset_ns: 0, last_poll_ns: 0 }
+        Self { cfg, classifier, convs: Convs::default(), sessions, wall_offset_ns: 0, last_poll_ns: 0, legs: Vec::new() }
     }
 
     /// Tells how the poll clock maps to Unix time (the live driver's
@@ -114,16 +134,23 @@ impl Controller {
 
     /// Records one direction's counters as read in this poll.
     pub fn observe(&mut self, key: &FlowKey, c: &FlowCounters) {
+        let mut none = NO_PLACE;
+        self.observe_hinted(key, c, &mut none);
+    }
+
+    /// [`Controller::observe`] with a place hint the caller keeps for this
+    /// direction-flow between polls (start it at [`NO_PLACE`]): a flow
+    /// seen before is then found without hashing.
+    pub fn observe_hinted(&mut self, key: &FlowKey, c: &FlowCounters, hint: &mut u32) {
         let canonical = key.canonical();
         let idx = usize::from(!key.is_canonical());
-        let conv = match self.convs.entry(canonical) {
-            Entry::Occupied(e) => e.into_mut(),
-            // A flow of a packet or two with no media hint cannot be judged
-            // yet: no state until it has more (floods and scans cost nothing).
-            Entry::Vacant(_) if !worth_tracking(c, self.cfg.thresholds.min_packets_tracked) => return,
-            Entry::Vacant(e) => e.insert(Conv::new(c.first_seen_ns)),
-        };
-        conv.observe(idx, c, self.last_poll_ns);
+        let min_packets = self.cfg.thresholds.min_packets_tracked;
+        // A flow of a packet or two with no media hint cannot be judged
+        // yet: no state until it has more (floods and scans cost nothing).
+        let new = || worth_tracking(c, min_packets).then(|| Conv::new(c.first_seen_ns));
+        if let Some(conv) = self.convs.find_or_insert(&canonical, hint, new) {
+            conv.observe(idx, c, self.last_poll_ns);
+        }
     }
 
     /// An operator lifted this conversation's block: it stays a call, is
@@ -147,10 +174,10 @@ impl Controller {
         let mut out = PollOutput::default();
         let unix_ns = u64::try_from(i128::from(now_ns) + self.wall_offset_ns).unwrap_or(0);
         self.last_poll_ns = now_ns;
-        let Self { cfg, classifier, convs, sessions, .. } = self;
+        let Self { cfg, classifier, convs, sessions, legs, .. } = self;
         let suspects = sessions.suspects(cfg, now_ns);
-        let mut legs = Vec::new();
-        convs.retain(|canonical, conv| {
+        legs.clear();
+        convs.retain(|place, canonical, conv| {
             // Asleep: only its idle time counts (no session, no verdict).
             if let Some(last) = conv.dormant {
                 let idle = now_ns.saturating_sub(last) > cfg.idle_ns;
@@ -160,14 +187,13 @@ impl Controller {
                 return !idle;
             }
             let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, now_ns, unix_ns, &mut out);
-            if keep && let Some(leg) = conv.leg.leg.filter(|_| conv.leg.streak >= cfg.thresholds.windows_needed && conv.undecided()) {
-                let sender = Socket::of(canonical, leg.sender == 0);
-                legs.push(LegAt { key: *canonical, leg, sender, receiver: Socket::of(canonical, leg.sender != 0) });
+            if keep && LegAt::of(canonical, conv, &cfg.thresholds).is_some() {
+                legs.push(place);
             }
             keep
         });
-        for (anchor, pair) in pair_legs(&legs, &cfg.thresholds) {
-            let (to, from) = (&legs[pair[0]], &legs[pair[1]]);
+        for (anchor, [to, from]) in pair_legs(legs, convs, &cfg.thresholds) {
+            let (to, from) = (&to, &from);
             let reason = format!(
                 "split legs at {anchor}: sends {:.0} pps to {}, receives {:.0} pps from {}, {} ms, {}",
                 to.leg.pps,
@@ -185,6 +211,7 @@ impl Controller {
             }
         }
         sessions.upkeep(cfg, now_ns, |k| convs.get(k).map(|c| (c.last_activity(), c.verdict.is_some())), &mut out.commands);
+        convs.compact_if_sparse();
         out
     }
 
@@ -192,7 +219,7 @@ impl Controller {
     /// a replay).
     pub fn release_all(&mut self, now_ns: u64) -> PollOutput {
         let mut out = PollOutput::default();
-        for (canonical, conv) in &mut self.convs {
+        for (canonical, conv) in self.convs.iter_mut() {
             if let Some(v) = conv.verdict.take() {
                 let last = conv.last_activity();
                 let members = self.sessions.members(conv.session);
@@ -457,31 +484,29 @@ fn follow_policy(
 }
 
 /// Sockets that send voice on one leg and receive voice on another, with
-/// the two legs alike (the same codec both ways): (socket, [index of the
-/// leg it sends on, index of the leg it receives on]).
-fn pair_legs(legs: &[LegAt], t: &Thresholds) -> Vec<(Socket, [usize; 2])> {
+/// the two legs alike (the same codec both ways): (socket, [the leg it
+/// sends on, the leg it receives on]), from the conversations at `places`.
+fn pair_legs(places: &[u32], convs: &Convs, t: &Thresholds) -> Vec<(Socket, [LegAt; 2])> {
+    let legs = || places.iter().filter_map(|&p| convs.at(p).and_then(|(k, c)| LegAt::of(k, c, t)));
     // Only a socket that receives on one leg can pair: index the senders
     // among those alone (a poll may hold a million one-way legs, of which
     // a handful meet at a socket).
-    let receivers: std::collections::HashSet<Socket, foldhash::fast::RandomState> = legs.iter().map(|l| l.receiver).collect();
-    let mut sending: HashMap<Socket, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
-    for (i, l) in legs.iter().enumerate() {
-        if receivers.contains(&l.sender) {
-            sending.entry(l.sender).or_default().push(i);
-        }
+    let receivers: std::collections::HashSet<Socket, foldhash::fast::RandomState> = legs().map(|l| l.receiver).collect();
+    let mut sending: HashMap<Socket, Vec<LegAt>, foldhash::fast::RandomState> = HashMap::default();
+    for l in legs().filter(|l| receivers.contains(&l.sender)) {
+        sending.entry(l.sender).or_default().push(l);
     }
     let mut pairs = Vec::new();
     if sending.is_empty() {
         return pairs;
     }
-    for (j, l) in legs.iter().enumerate() {
+    for l in legs() {
         let Some(outs) = sending.get(&l.receiver) else { continue };
-        let alike = |i: &&usize| {
-            let o = &legs[**i];
+        let alike = |o: &&LegAt| {
             o.key != l.key && ratio(o.leg.pps, l.leg.pps) <= t.max_rate_ratio && ratio(o.leg.mean_size, l.leg.mean_size) <= t.max_size_ratio
         };
-        if let Some(&i) = outs.iter().find(alike) {
-            pairs.push((l.receiver, [i, j]));
+        if let Some(o) = outs.iter().find(alike) {
+            pairs.push((l.receiver, [*o, l]));
         }
     }
     pairs

@@ -51,9 +51,13 @@ impl Stats {
 /// from their pins by the `flows`, `block`, `unblock` and `status`
 /// commands while a controller runs in another process.
 /// What [`Maps::for_each_changed_flow`] compares against.
+/// Besides the stamps it keeps a word per slot for the caller (the
+/// controller keeps the place of the slot's conversation there).
 pub struct ChangeTracker {
     v4: Vec<u64>,
     v6: Vec<u64>,
+    hints4: Vec<u32>,
+    hints6: Vec<u32>,
 }
 
 pub struct Maps {
@@ -139,18 +143,25 @@ impl Maps {
     }
 
     /// Every slot's latest packet time as [`Maps::for_each_changed_flow`]
-    /// last saw it (8 bytes a slot).
-    pub fn change_tracker(&self) -> ChangeTracker {
-        ChangeTracker { v4: vec![0; self.flows4.slots() as usize], v6: vec![0; self.flows6.slots() as usize] }
+    /// last saw it, and the caller's word for each slot, `hint` at first
+    /// (12 bytes a slot).
+    pub fn change_tracker(&self, hint: u32) -> ChangeTracker {
+        let (n4, n6) = (self.flows4.slots() as usize, self.flows6.slots() as usize);
+        ChangeTracker { v4: vec![0; n4], v6: vec![0; n6], hints4: vec![hint; n4], hints6: vec![hint; n6] }
     }
 
     /// Calls `f` for the direction-flows with packets (or drops) since the
-    /// previous call with `tracker`: a poll's work follows what changed,
-    /// and reading an unchanged slot costs a compare. Returns (flows
-    /// tracked, flows changed).
-    pub fn for_each_changed_flow(&self, tracker: &mut ChangeTracker, mut f: impl FnMut(&FlowKey, &FlowCounters)) -> (usize, usize) {
-        let (n4, c4) = self.flows4.for_each_changed(&mut tracker.v4, |_, k, _, c| f(k, c));
-        let (n6, c6) = self.flows6.for_each_changed(&mut tracker.v6, |_, k, _, c| f(k, c));
+    /// previous call with `tracker`, with the caller's word for the slot:
+    /// a poll's work follows what changed, and reading an unchanged slot
+    /// costs a compare. Returns (flows tracked, flows changed).
+    pub fn for_each_changed_flow(
+        &self,
+        tracker: &mut ChangeTracker,
+        mut f: impl FnMut(&FlowKey, &FlowCounters, &mut u32),
+    ) -> (usize, usize) {
+        let ChangeTracker { v4, v6, hints4, hints6 } = tracker;
+        let (n4, c4) = self.flows4.for_each_changed(v4, |idx, k, _, c| f(k, c, &mut hints4[idx as usize]));
+        let (n6, c6) = self.flows6.for_each_changed(v6, |idx, k, _, c| f(k, c, &mut hints6[idx as usize]));
         (n4 + n6, c4 + c6)
     }
 
