@@ -362,16 +362,20 @@ impl Conv {
 /// Payload rate and mean size of the directions at voice rate or more
 /// (of the busier one when neither is).
 pub(super) fn codec(dirs: [Option<&DirWindow>; 2], min_pps: f64) -> (f64, f64) {
-    let speaking: Vec<&DirWindow> = dirs.into_iter().flatten().filter(|d| d.pps() >= min_pps).collect();
-    let chosen: Vec<&DirWindow> = if speaking.is_empty() {
-        dirs.into_iter().flatten().max_by(|a, b| a.pps().total_cmp(&b.pps())).into_iter().collect()
-    } else {
-        speaking
+    let speaking = |d: &&DirWindow| d.pps() >= min_pps;
+    let busiest = dirs.into_iter().flatten().max_by(|a, b| a.pps().total_cmp(&b.pps()));
+    // Without a vector: this runs for every conversation every window.
+    let chosen = |d: &&DirWindow| {
+        if dirs.into_iter().flatten().any(|d| speaking(&d)) { speaking(d) } else { busiest.is_some_and(|b| std::ptr::eq(*d, b)) }
     };
-    let n = chosen.len().max(1) as f64;
-    let pps = chosen.iter().map(|d| d.pps()).sum::<f64>() / n;
-    let (packets, bytes) = chosen.iter().fold((0u64, 0u64), |(p, b), d| (p + u64::from(d.packets), b + d.bytes));
-    (pps, if packets > 0 { bytes as f64 / packets as f64 } else { 0.0 })
+    let (mut n, mut pps, mut packets, mut bytes) = (0u32, 0.0, 0u64, 0u64);
+    for d in dirs.into_iter().flatten().filter(chosen) {
+        n += 1;
+        pps += d.pps();
+        packets += u64::from(d.packets);
+        bytes += d.bytes;
+    }
+    (pps / f64::from(n.max(1)), if packets > 0 { bytes as f64 / packets as f64 } else { 0.0 })
 }
 
 /// Combined payload rate and mean size of both directions.

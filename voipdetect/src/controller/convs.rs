@@ -11,8 +11,9 @@
 //! allocated in and, for flows that arrived together, the order of the
 //! kernel's slots too: the hardware prefetcher follows it.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 
+use hashbrown::HashTable;
 use voipdetect_common::FlowKey;
 
 use super::conv::Conv;
@@ -26,9 +27,11 @@ pub(super) struct Convs {
     slab: Vec<Option<(FlowKey, Conv)>>,
     /// Holes to fill before the slab grows.
     free: Vec<u32>,
-    /// foldhash: fast for a million tuples, and seeded per process, so a
-    /// sender choosing its 5-tuples cannot aim collisions.
-    index: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    /// Places by key hash (4 bytes each: the key is the slab's). foldhash:
+    /// fast, and seeded per process, so a sender choosing its 5-tuples
+    /// cannot aim collisions.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Convs {
@@ -36,14 +39,27 @@ impl Convs {
         self.index.len()
     }
 
+    fn place(&self, canonical: &FlowKey) -> Option<u32> {
+        let slab = &self.slab;
+        let is = |&p: &u32| slab[p as usize].as_ref().is_some_and(|(k, _)| k == canonical);
+        self.index.find(self.hasher.hash_one(canonical), is).copied()
+    }
+
     pub(super) fn get(&self, canonical: &FlowKey) -> Option<&Conv> {
-        let &at = self.index.get(canonical)?;
+        let at = self.place(canonical)?;
         self.slab[at as usize].as_ref().map(|(_, c)| c)
     }
 
     pub(super) fn get_mut(&mut self, canonical: &FlowKey) -> Option<&mut Conv> {
-        let &at = self.index.get(canonical)?;
+        let at = self.place(canonical)?;
         self.slab[at as usize].as_mut().map(|(_, c)| c)
+    }
+
+    /// Indexes the conversation at `at` (just placed there).
+    fn index_place(&mut self, at: u32) {
+        let Self { slab, index, hasher, .. } = self;
+        let hash_of = |p: &u32| slab[*p as usize].as_ref().map_or(0, |(k, _)| hasher.hash_one(k));
+        index.insert_unique(hash_of(&at), at, hash_of);
     }
 
     /// The conversation of `canonical`, found through `hint` (its place
@@ -52,8 +68,8 @@ impl Convs {
     pub(super) fn find_or_insert(&mut self, canonical: &FlowKey, hint: &mut u32, new: impl FnOnce() -> Option<Conv>) -> Option<&mut Conv> {
         let hinted = self.slab.get(*hint as usize).is_some_and(|e| e.as_ref().is_some_and(|(k, _)| k == canonical));
         if !hinted {
-            *hint = match self.index.get(canonical) {
-                Some(&at) => at,
+            *hint = match self.place(canonical) {
+                Some(at) => at,
                 None => {
                     let conv = new()?;
                     let at = match self.free.pop() {
@@ -66,7 +82,7 @@ impl Convs {
                             u32::try_from(self.slab.len() - 1).expect("fewer than 4 G conversations")
                         }
                     };
-                    self.index.insert(*canonical, at);
+                    self.index_place(at);
                     at
                 }
             };
@@ -77,12 +93,16 @@ impl Convs {
     /// Keeps the conversations `keep` says yes to (given their place),
     /// walking them in order.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(u32, &FlowKey, &mut Conv) -> bool) {
-        for (at, entry) in self.slab.iter_mut().enumerate() {
+        let Self { slab, free, index, hasher } = self;
+        for (at, entry) in slab.iter_mut().enumerate() {
+            let at = at as u32;
             if let Some((k, c)) = entry
-                && !keep(at as u32, k, c)
+                && !keep(at, k, c)
             {
-                self.index.remove(k);
-                self.free.push(at as u32);
+                if let Ok(e) = index.find_entry(hasher.hash_one(*k), |&p| p == at) {
+                    e.remove();
+                }
+                free.push(at);
                 *entry = None;
             }
         }
@@ -104,10 +124,9 @@ impl Convs {
         self.slab.retain(Option::is_some);
         self.slab.shrink_to_fit();
         self.free = Vec::new();
-        for (at, e) in self.slab.iter().enumerate() {
-            if let Some((k, _)) = e {
-                self.index.insert(*k, at as u32);
-            }
+        self.index.clear();
+        for at in 0..self.slab.len() {
+            self.index_place(at as u32);
         }
     }
 

@@ -262,8 +262,8 @@ fn each_conv(
     // judge: it becomes media once its rate allows voice or video.
     if conv.plain() && conv.verdict.is_none() {
         let t = &cfg.thresholds;
-        let present: Vec<_> = dirs.iter().flatten().filter(|d| d.packets > 0).collect();
-        if present.iter().any(|d| d.packets >= 2) && present.iter().all(|d| d.pps() <= t.media_max_pps) {
+        let present = || dirs.iter().flatten().filter(|d| d.packets > 0);
+        if present().any(|d| d.packets >= 2) && present().all(|d| d.pps() <= t.media_max_pps) {
             out.commands.push(Command::Media { keys: dir_keys(canonical), on: true });
             conv.set_media(true);
             conv.close_window(&windows, now_ns);
