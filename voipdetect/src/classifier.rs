@@ -339,10 +339,18 @@ impl Classifier {
         None
     }
 
+    /// How each direction behaved in the window (`Absent` for none).
+    pub fn kinds(&self, dirs: [Option<&DirWindow>; 2]) -> [DirKind; 2] {
+        dirs.map(|d| d.map_or(DirKind::Absent, |d| self.kind(d)))
+    }
+
     /// Judges a complete window.
     pub fn judge(&self, proto: u8, dirs: [Option<&DirWindow>; 2]) -> WindowJudgement {
-        let ka = dirs[0].map_or(DirKind::Absent, |d| self.kind(d));
-        let kb = dirs[1].map_or(DirKind::Absent, |d| self.kind(d));
+        self.judge_kinds(proto, self.kinds(dirs))
+    }
+
+    /// [`Classifier::judge`] given the window's [`Classifier::kinds`].
+    pub fn judge_kinds(&self, proto: u8, [ka, kb]: [DirKind; 2]) -> WindowJudgement {
         if media_pair(ka, kb, &self.t) {
             return WindowJudgement::Media { reason: kind_reason(proto, ka, kb) };
         }
@@ -357,15 +365,17 @@ impl Classifier {
     /// A complete window in which one side spoke and the other stayed
     /// silent (nothing, comfort noise, or a keep-alive or two).
     pub fn leg(&self, dirs: [Option<&DirWindow>; 2]) -> Option<Leg> {
-        let silent = |d: Option<&DirWindow>| {
-            d.is_none_or(|d| d.packets <= self.t.one_way_max_reverse || matches!(self.kind(d), DirKind::Quiet { .. }))
-        };
+        self.leg_kinds(dirs, self.kinds(dirs))
+    }
+
+    /// [`Classifier::leg`] given the window's [`Classifier::kinds`].
+    pub fn leg_kinds(&self, dirs: [Option<&DirWindow>; 2], kinds: [DirKind; 2]) -> Option<Leg> {
+        let silent =
+            |i: usize| dirs[i].is_none_or(|d| d.packets <= self.t.one_way_max_reverse || matches!(kinds[i], DirKind::Quiet { .. }));
         (0..2).find_map(|sender| {
-            let d = dirs[sender]?;
-            match self.kind(d) {
-                DirKind::Voice { pps, cadence_ms, mean_size } if silent(dirs[1 - sender]) => {
-                    Some(Leg { sender, pps, cadence_ms, mean_size })
-                }
+            dirs[sender]?;
+            match kinds[sender] {
+                DirKind::Voice { pps, cadence_ms, mean_size } if silent(1 - sender) => Some(Leg { sender, pps, cadence_ms, mean_size }),
                 _ => None,
             }
         })

@@ -6,7 +6,7 @@ use voipdetect_common::FlowCounters;
 
 use super::config::Config;
 use crate::{
-    classifier::{Classifier, Finding, Hints, Leg, WindowJudgement},
+    classifier::{Classifier, DirKind, Finding, Hints, Leg, WindowJudgement},
     clock::secs,
     event::{Action, Basis, Label, SessionId},
     window::{DirWindow, Snap},
@@ -260,9 +260,9 @@ impl Conv {
     /// Judges a complete window by behaviour; a call once
     /// `windows_needed` call-like windows ran in a row with both sides
     /// having spoken.
-    pub(super) fn judge(&mut self, cfg: &Config, classifier: &Classifier, proto: u8, dirs: [Option<&DirWindow>; 2]) -> Option<Finding> {
+    pub(super) fn judge(&mut self, cfg: &Config, classifier: &Classifier, proto: u8, kinds: [DirKind; 2]) -> Option<Finding> {
         let video = |reason: &str| if reason.contains("video") { Basis::Video } else { Basis::Behaviour };
-        match classifier.judge(proto, dirs) {
+        match classifier.judge_kinds(proto, kinds) {
             WindowJudgement::Media { reason } => {
                 self.streak += 1;
                 self.talked = [true; 2];

@@ -25,6 +25,12 @@ pub const NO_PLACE: u32 = u32::MAX;
 pub(super) struct Convs {
     /// Live conversations and holes (`None`), in arrival order.
     slab: Vec<Option<(FlowKey, Conv)>>,
+    /// Beside each place: 0, or the latest activity of a conversation
+    /// asleep (see `Conv::settle`). The walk passes a sleeper over by this
+    /// word alone, 8 bytes instead of its slab entry: with most of a
+    /// million conversations asleep, reading their entries was most of a
+    /// poll.
+    asleep: Vec<u64>,
     /// Holes to fill before the slab grows.
     free: Vec<u32>,
     /// Places by key hash (4 bytes each: the key is the slab's). foldhash:
@@ -67,7 +73,10 @@ impl Convs {
     /// may decline: None). `hint` is set to its place.
     pub(super) fn find_or_insert(&mut self, canonical: &FlowKey, hint: &mut u32, new: impl FnOnce() -> Option<Conv>) -> Option<&mut Conv> {
         let hinted = self.slab.get(*hint as usize).is_some_and(|e| e.as_ref().is_some_and(|(k, _)| k == canonical));
-        if !hinted {
+        if hinted {
+            // Asked for because its flow changed: the walk looks at it.
+            self.asleep[*hint as usize] = 0;
+        } else {
             *hint = match self.place(canonical) {
                 Some(at) => at,
                 None => {
@@ -79,6 +88,7 @@ impl Convs {
                         }
                         None => {
                             self.slab.push(Some((*canonical, conv)));
+                            self.asleep.push(0);
                             u32::try_from(self.slab.len() - 1).expect("fewer than 4 G conversations")
                         }
                     };
@@ -86,24 +96,32 @@ impl Convs {
                     at
                 }
             };
+            self.asleep[*hint as usize] = 0;
         }
         self.slab[*hint as usize].as_mut().map(|(_, c)| c)
     }
 
     /// Keeps the conversations `keep` says yes to (given their place),
-    /// walking them in order.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(u32, &FlowKey, &mut Conv) -> bool) {
-        let Self { slab, free, index, hasher } = self;
-        for (at, entry) in slab.iter_mut().enumerate() {
-            let at = at as u32;
-            if let Some((k, c)) = entry
-                && !keep(at, k, c)
-            {
+    /// walking them in order. A conversation asleep is passed over
+    /// without reading it unless `idle` says its latest activity is too
+    /// old (then `keep` sees it).
+    pub(super) fn retain(&mut self, idle: impl Fn(u64) -> bool, mut keep: impl FnMut(u32, &FlowKey, &mut Conv) -> bool) {
+        let Self { slab, asleep, free, index, hasher } = self;
+        for (i, (entry, sleep)) in slab.iter_mut().zip(asleep.iter_mut()).enumerate() {
+            if *sleep != 0 && !idle(*sleep) {
+                continue;
+            }
+            let at = i as u32;
+            let Some((k, c)) = entry else { continue };
+            if keep(at, k, c) {
+                *sleep = c.dormant.unwrap_or(0);
+            } else {
                 if let Ok(e) = index.find_entry(hasher.hash_one(*k), |&p| p == at) {
                     e.remove();
                 }
                 free.push(at);
                 *entry = None;
+                *sleep = 0;
             }
         }
     }
@@ -121,6 +139,9 @@ impl Convs {
         if self.slab.len() <= 1024 || self.index.len() >= self.slab.len() / 4 {
             return;
         }
+        let mut live = self.slab.iter().map(Option::is_some);
+        self.asleep.retain(|_| live.next().unwrap_or(false));
+        self.asleep.shrink_to_fit();
         self.slab.retain(Option::is_some);
         self.slab.shrink_to_fit();
         self.free = Vec::new();
@@ -170,7 +191,7 @@ mod tests {
         assert_eq!(convs.find_or_insert(&key(8), &mut wrong, || unreachable!()).map(|c| c.win_start_ns), Some(8));
         assert_eq!(wrong, hints[8]);
         // Drop all but every tenth: the slab compacts, the walk keeps order.
-        convs.retain(|_, k, _| k.sport % 10 == 0);
+        convs.retain(|_| true, |_, k, _| k.sport % 10 == 0);
         assert_eq!(convs.len(), 200);
         convs.compact_if_sparse();
         let order: Vec<u16> = convs.iter().map(|(k, _)| k.sport).collect();
@@ -182,7 +203,7 @@ mod tests {
         }
         assert!(convs.get(&key(11)).is_none());
         // Holes are filled before the slab grows.
-        convs.retain(|_, k, _| k.sport != 0);
+        convs.retain(|_| true, |_, k, _| k.sport != 0);
         convs.compact_if_sparse();
         let mut h = NO_PLACE;
         convs.find_or_insert(&key(9999), &mut h, || Some(Conv::new(1)));

@@ -177,7 +177,8 @@ impl Controller {
         let Self { cfg, classifier, convs, sessions, legs, .. } = self;
         let suspects = sessions.suspects(cfg, now_ns);
         legs.clear();
-        convs.retain(|place, canonical, conv| {
+        let idle = |last: u64| now_ns.saturating_sub(last) > cfg.idle_ns;
+        convs.retain(idle, |place, canonical, conv| {
             // Asleep: only its idle time counts (no session, no verdict).
             if let Some(last) = conv.dormant {
                 let idle = now_ns.saturating_sub(last) > cfg.idle_ns;
@@ -271,8 +272,13 @@ fn each_conv(
         return keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     }
     let mut finding = conv.early(cfg, classifier, proto, dirs, now_ns);
-    if conv.verdict.is_none() && finding.is_none() && window_done {
-        finding = conv.judge(cfg, classifier, proto, dirs);
+    // Worked out once: the window's judgement and its leg both read them.
+    let kinds = window_done.then(|| classifier.kinds(dirs));
+    if conv.verdict.is_none()
+        && finding.is_none()
+        && let Some(kinds) = kinds
+    {
+        finding = conv.judge(cfg, classifier, proto, kinds);
     }
     // A new conversation of a host whose call was just found: the call
     // coming back on another port, relay or transport.
@@ -292,8 +298,8 @@ fn each_conv(
         conv.totals = totals(dirs);
         conv.codec = codec(dirs, cfg.thresholds.min_pps);
     }
-    if window_done {
-        conv.track_leg(classifier.leg(dirs));
+    if let Some(kinds) = kinds {
+        conv.track_leg(classifier.leg_kinds(dirs, kinds));
     }
     // A call found on a conversation reported as one-way media replaces
     // that verdict below.
