@@ -318,9 +318,8 @@ impl Conv {
     /// no session, nothing since its window started, and no run of windows,
     /// leg or structure carried from before (a reason kept from an old
     /// call-like window is overwritten before a new run can use it).
-    /// (Plain conversations stay
-    /// awake: their one window runs until they are promoted, and its rate
-    /// falls as time passes.) Every poll until its next
+    /// (Plain conversations sleep by their own rule: see `each_conv`.)
+    /// Every poll until its next
     /// packet would then find an empty window and leave it as it is, so
     /// the polls can pass it over (the controller's work follows what
     /// changed, not what exists). Whether it sleeps.

@@ -173,7 +173,7 @@ impl Controller {
     pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
         let mut out = PollOutput::default();
         let unix_ns = u64::try_from(i128::from(now_ns) + self.wall_offset_ns).unwrap_or(0);
-        self.last_poll_ns = now_ns;
+        let prev_poll_ns = std::mem::replace(&mut self.last_poll_ns, now_ns);
         let Self { cfg, classifier, convs, sessions, legs, .. } = self;
         let suspects = sessions.suspects(cfg, now_ns);
         legs.clear();
@@ -187,7 +187,8 @@ impl Controller {
                 }
                 return !idle;
             }
-            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, now_ns, unix_ns, &mut out);
+            let at = Times { now_ns, unix_ns, prev_poll_ns };
+            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, at, &mut out);
             if keep && LegAt::of(canonical, conv, &cfg.thresholds).is_some() {
                 legs.push(place);
             }
@@ -235,6 +236,16 @@ impl Controller {
     }
 }
 
+/// The clocks of the poll in progress.
+#[derive(Clone, Copy)]
+struct Times {
+    now_ns: u64,
+    /// `now_ns` in Unix time (schedules).
+    unix_ns: u64,
+    /// When the poll before ended (0 before the first).
+    prev_poll_ns: u64,
+}
+
 /// The first pass, for one conversation. Returns whether to keep it.
 #[expect(clippy::too_many_arguments, reason = "the controller's parts, borrowed apart")]
 fn each_conv(
@@ -244,8 +255,7 @@ fn each_conv(
     suspects: &Suspects,
     canonical: &FlowKey,
     conv: &mut Conv,
-    now_ns: u64,
-    unix_ns: u64,
+    Times { now_ns, unix_ns, prev_poll_ns }: Times,
     out: &mut PollOutput,
 ) -> bool {
     conv.fresh = false;
@@ -268,6 +278,12 @@ fn each_conv(
             out.commands.push(Command::Media { keys: dir_keys(canonical), on: true });
             conv.set_media(true);
             conv.close_window(&windows, now_ns);
+        } else if conv.session.is_none() && conv.last_activity() <= prev_poll_ns && now_ns > prev_poll_ns {
+            // Nothing since the poll before: asleep, its window to restart
+            // at its next packet (an idle connection costs no poll, and a
+            // keep-alive every few seconds is not promoted for being slow).
+            conv.close_window(&windows, now_ns);
+            conv.dormant = Some(conv.last_activity());
         }
         return keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     }
@@ -689,6 +705,52 @@ mod tests {
         let out = poll(&mut ctl, &c, 7_500);
         assert!(out.commands.iter().any(|c| matches!(c, Command::Forget { .. })), "{:?}", out.commands);
         assert_eq!(ctl.conversations(), 0);
+    }
+
+    /// A plain (TCP) conversation sleeps once a poll passes without a
+    /// packet, and its window restarts at the next: after a bulk transfer,
+    /// a keep-alive every few seconds does not get the connection promoted
+    /// to media for being slow on average, while a steady slow stream
+    /// still does.
+    #[test]
+    fn plain_conversations_sleep_and_slow_keepalives_stay_plain() {
+        let mut ctl = Controller::new(Config { idle_ns: 60_000 * MS, ..cfg(Mode::Monitor) });
+        let k = FlowKey { proto: voipdetect_common::flow::PROTO_TCP, ..key() };
+        let mut c = new_flow(&k, MS, 3);
+        assert_eq!(c.media, 0, "TCP starts plain");
+        let send = |c: &mut FlowCounters, at_ms: u64| {
+            let p = Packet { key: k, payload_off: 0, payload_len: 40, l3_off: 0, tcp_flags: 0 };
+            voipdetect_common::features::update_plain(c, &p, at_ms * MS);
+        };
+        // A bulk transfer: 1 000 packets in the first 250 ms (too fast for media).
+        for i in 0..1_000u64 {
+            let p = Packet { key: k, payload_off: 0, payload_len: 1200, l3_off: 0, tcp_flags: 0 };
+            voipdetect_common::features::update_plain(&mut c, &p, MS + i * MS / 5);
+        }
+        let mut promoted = false;
+        // Then a 40-byte keep-alive every 3 s for 30 s, polls every 250 ms.
+        for at in (250..30_000).step_by(250) {
+            if at % 3_000 == 250 {
+                send(&mut c, at - 100);
+            }
+            ctl.observe(&k, &c);
+            let out = ctl.finish_poll(at * MS);
+            promoted |= out.commands.iter().any(|c| matches!(c, Command::Media { on: true, .. }));
+            if at % 3_000 == 1_000 {
+                assert_eq!((ctl.conversations(), ctl.dormant()), (1, 1), "asleep between keep-alives at {at} ms");
+            }
+        }
+        assert!(!promoted, "a keep-alive every 3 s is not media");
+        // 20 packets a second, steadily: promoted.
+        for at in (30_000..33_000).step_by(250) {
+            for i in 0..5 {
+                send(&mut c, at - 250 + 50 * i);
+            }
+            ctl.observe(&k, &c);
+            let out = ctl.finish_poll(at * MS);
+            promoted |= out.commands.iter().any(|c| matches!(c, Command::Media { on: true, .. }));
+        }
+        assert!(promoted, "a steady slow stream is promoted");
     }
 
     /// Mark mode lists the call with its DSCP instead of a drop, refreshes
