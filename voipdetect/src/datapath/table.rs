@@ -161,7 +161,7 @@ impl<S: Slot> Table<S> {
         }
         // SAFETY: `ptr` points into the mapping; a volatile copy of plain
         // data the kernel may be writing (see the module docs).
-        let copy = unsafe { std::ptr::read_volatile(self.ptr(idx)) };
+        let copy = unsafe { volatile_words(self.ptr(idx)) };
         let after = self.tag_now(idx);
         (before == after && copy.tag() == before).then_some(copy)
     }
@@ -291,4 +291,23 @@ impl<S: Slot> Table<S> {
     pub fn bytes_per_slot() -> usize {
         size_of::<S>()
     }
+}
+
+/// A volatile copy of a slot, a word at a time: a volatile read of the
+/// whole struct is split into many small loads.
+///
+/// # Safety
+/// `src` is valid for reads and 8-byte aligned; `S` is plain data whose
+/// size is a multiple of 8 (every slot type is).
+#[inline(always)]
+unsafe fn volatile_words<S: Copy>(src: *const S) -> S {
+    const { assert!(size_of::<S>().is_multiple_of(8) && align_of::<S>() >= 8) };
+    let mut out = std::mem::MaybeUninit::<S>::uninit();
+    let (from, to) = (src.cast::<u64>(), out.as_mut_ptr().cast::<u64>());
+    for i in 0..size_of::<S>() / 8 {
+        // SAFETY: inside both (the caller's contract).
+        unsafe { to.add(i).write(std::ptr::read_volatile(from.add(i))) };
+    }
+    // SAFETY: every word written; plain data (the caller's contract).
+    unsafe { out.assume_init() }
 }
