@@ -363,10 +363,9 @@ impl Conv {
 pub(super) fn codec(dirs: [Option<&DirWindow>; 2], min_pps: f64) -> (f64, f64) {
     let speaking = |d: &&DirWindow| d.pps() >= min_pps;
     let busiest = dirs.into_iter().flatten().max_by(|a, b| a.pps().total_cmp(&b.pps()));
+    let any_speaking = dirs.into_iter().flatten().any(|d| speaking(&d));
     // Without a vector: this runs for every conversation every window.
-    let chosen = |d: &&DirWindow| {
-        if dirs.into_iter().flatten().any(|d| speaking(&d)) { speaking(d) } else { busiest.is_some_and(|b| std::ptr::eq(*d, b)) }
-    };
+    let chosen = |d: &&DirWindow| if any_speaking { speaking(d) } else { busiest.is_some_and(|b| std::ptr::eq(*d, b)) };
     let (mut n, mut pps, mut packets, mut bytes) = (0u32, 0.0, 0u64, 0u64);
     for d in dirs.into_iter().flatten().filter(chosen) {
         n += 1;

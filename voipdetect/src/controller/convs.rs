@@ -73,10 +73,7 @@ impl Convs {
     /// may decline: None). `hint` is set to its place.
     pub(super) fn find_or_insert(&mut self, canonical: &FlowKey, hint: &mut u32, new: impl FnOnce() -> Option<Conv>) -> Option<&mut Conv> {
         let hinted = self.slab.get(*hint as usize).is_some_and(|e| e.as_ref().is_some_and(|(k, _)| k == canonical));
-        if hinted {
-            // Asked for because its flow changed: the walk looks at it.
-            self.asleep[*hint as usize] = 0;
-        } else {
+        if !hinted {
             *hint = match self.place(canonical) {
                 Some(at) => at,
                 None => {
@@ -96,8 +93,9 @@ impl Convs {
                     at
                 }
             };
-            self.asleep[*hint as usize] = 0;
         }
+        // Asked for because its flow changed: the walk looks at it.
+        self.asleep[*hint as usize] = 0;
         self.slab[*hint as usize].as_mut().map(|(_, c)| c)
     }
 

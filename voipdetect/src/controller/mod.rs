@@ -69,10 +69,15 @@ struct LegAt {
     receiver: Socket,
 }
 
+/// The conversation's one-way leg, if it has run long enough to pair.
+fn pairable(conv: &Conv, t: &Thresholds) -> Option<Leg> {
+    conv.leg.leg.filter(|_| conv.leg.streak >= t.windows_needed && conv.undecided())
+}
+
 impl LegAt {
-    /// The conversation's one-way leg, if it has run long enough to pair.
+    /// The conversation's one-way leg with its sockets (see [`pairable`]).
     fn of(canonical: &FlowKey, conv: &Conv, t: &Thresholds) -> Option<Self> {
-        let leg = conv.leg.leg.filter(|_| conv.leg.streak >= t.windows_needed && conv.undecided())?;
+        let leg = pairable(conv, t)?;
         Some(Self {
             key: *canonical,
             leg,
@@ -181,21 +186,19 @@ impl Controller {
         convs.retain(idle, |place, canonical, conv| {
             // Asleep: only its idle time counts (no session, no verdict).
             if let Some(last) = conv.dormant {
-                let idle = now_ns.saturating_sub(last) > cfg.idle_ns;
-                if idle {
+                if idle(last) {
                     out.commands.push(Command::Forget { keys: dir_keys(canonical) });
                 }
-                return !idle;
+                return !idle(last);
             }
             let at = Times { now_ns, unix_ns, prev_poll_ns };
             let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, at, &mut out);
-            if keep && LegAt::of(canonical, conv, &cfg.thresholds).is_some() {
+            if keep && pairable(conv, &cfg.thresholds).is_some() {
                 legs.push(place);
             }
             keep
         });
         for (anchor, [to, from]) in pair_legs(legs, convs, &cfg.thresholds) {
-            let (to, from) = (&to, &from);
             let reason = format!(
                 "split legs at {anchor}: sends {:.0} pps to {}, receives {:.0} pps from {}, {} ms, {}",
                 to.leg.pps,
@@ -205,7 +208,7 @@ impl Controller {
                 to.leg.cadence_ms,
                 crate::classifier::pair(to.leg.mean_size, from.leg.mean_size, "B", false),
             );
-            for l in [to, from] {
+            for l in [&to, &from] {
                 if let Some(conv) = convs.get_mut(&l.key) {
                     let finding = Finding::Call { reason: reason.clone(), basis: Basis::Session };
                     issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), now_ns, unix_ns, &mut out);

@@ -47,12 +47,9 @@ impl Stats {
     }
 }
 
-/// The program's maps: owned by a loaded [`super::Datapath`], or opened
-/// from their pins by the `flows`, `block`, `unblock` and `status`
-/// commands while a controller runs in another process.
-/// What [`Maps::for_each_changed_flow`] compares against.
-/// Besides the stamps it keeps a word per slot for the caller (the
-/// controller keeps the place of the slot's conversation there).
+/// What [`Maps::for_each_changed_flow`] compares against. Besides the
+/// stamps it keeps a word per slot for the caller (the controller keeps
+/// the place of the slot's conversation there).
 pub struct ChangeTracker {
     v4: Vec<u64>,
     v6: Vec<u64>,
@@ -60,6 +57,9 @@ pub struct ChangeTracker {
     hints6: Vec<u32>,
 }
 
+/// The program's maps: owned by a loaded [`super::Datapath`], or opened
+/// from their pins by the `flows`, `block`, `unblock` and `status`
+/// commands while a controller runs in another process.
 pub struct Maps {
     pub(super) flows4: Table<Slot4>,
     pub(super) flows6: Table<Slot6>,
