@@ -80,6 +80,18 @@ pub fn build(secs: u64) -> Corpus {
     for f in pattern::decoys(secs) {
         entries.push((f, "other", "negative"));
     }
+    // Over a link losing a tenth of the packets: a game's clock slows to a
+    // codec's rate, a call's stays a call.
+    for (i, f) in pattern::decoys(secs).iter().filter(|f| f.name.contains("60 Hz") || f.name.contains("64 Hz")).enumerate() {
+        entries.push((f.lossy(0.1, 100 + i as u64), "other", "negative"));
+    }
+    for (i, f) in pattern::call_variants(secs)
+        .iter()
+        .filter(|f| ["opaque vbr 20 ms", "tcp 30 ms 110 B", "rtp 20 ms 160 B"].contains(&f.name.as_str()))
+        .enumerate()
+    {
+        entries.push((f.lossy(0.1, 200 + i as u64), "voip", "voip"));
+    }
     for (f, label, kind) in &entries {
         let capture = format!("{}.pcap", slug(&f.name));
         c.captures.push((capture.clone(), pcap(&synth::frames(std::slice::from_ref(f), T0_NS))));

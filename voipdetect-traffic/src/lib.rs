@@ -108,4 +108,15 @@ impl Flow {
     pub fn span(&self) -> Duration {
         self.up.iter().chain(&self.down).map(|f| f.at).max().unwrap_or_default()
     }
+
+    /// The flow as a lossy link delivers it: each frame of either direction
+    /// lost with probability `share`, independently (seeded, so a test
+    /// sees the same losses every run).
+    pub fn lossy(&self, share: f64, seed: u64) -> Flow {
+        use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut keep = |frames: &[Frame]| -> Vec<Frame> { frames.iter().filter(|_| !rng.random_bool(share)).cloned().collect() };
+        let (up, down) = (keep(&self.up), keep(&self.down));
+        Flow { name: format!("{}, {:.0} % lost", self.name, share * 100.0), up, down, ..self.clone() }
+    }
 }

@@ -76,6 +76,16 @@ pub struct Thresholds {
     /// too. Games keep their tick rates (60, 64, 128 Hz) away from codec
     /// clocks, and their state sizes spread.
     pub jitter_min_share: f64,
+    /// A direction at a 20 or 30 ms cadence is not that clock when more than
+    /// this many of its gaps, and more than `max_off_clock_share` of them,
+    /// are gaps no loss of the clock makes and no jitter explains (see
+    /// `DirWindow::off_clock_gaps`): a 60 or 64 Hz game losing a tenth of
+    /// its packets sends under the 20 ms voice rate's margin, but leaves
+    /// 31–33 ms gaps where a lossy 20 ms codec leaves 40 ms ones. Real calls
+    /// show at most two such gaps in a window, and those only in windows
+    /// of a few dozen.
+    pub max_off_clock_gaps: u32,
+    pub max_off_clock_share: f64,
     /// Share of packets that must fall in two adjacent size buckets.
     /// Voice codecs emit near-constant sizes (CBR) or a narrow band (VBR);
     /// game servers and web traffic spread over many sizes. A 30 Hz game
@@ -193,6 +203,8 @@ impl Default for Thresholds {
             max_rate_over_cadence: 1.12,
             rate_cadence_min_share: 0.2,
             jitter_min_share: 0.6,
+            max_off_clock_gaps: 2,
+            max_off_clock_share: 0.05,
             min_size_stability: 0.7,
             max_rate_ratio: 3.0,
             max_size_ratio: 2.5,
@@ -458,6 +470,13 @@ impl Classifier {
             .then_some(ms)
     }
 
+    /// Whether the direction's gaps fit a `cadence_ms` clock with its
+    /// losses and jitter (see `max_off_clock_gaps`).
+    fn on_clock(&self, d: &DirWindow, cadence_ms: u32) -> bool {
+        let off = d.off_clock_gaps(cadence_ms);
+        off <= self.t.max_off_clock_gaps || f64::from(off) <= self.t.max_off_clock_share * f64::from(d.gaps())
+    }
+
     /// How a direction behaved.
     pub fn kind(&self, d: &DirWindow) -> DirKind {
         let t = &self.t;
@@ -477,6 +496,7 @@ impl Classifier {
             && share >= t.min_cadence_share
             && let Some(fastest_ms) = d.fastest_cadence(t.rate_cadence_min_share)
             && pps * (1.0 - d.gap_share(0)) <= 1000.0 / f64::from(fastest_ms) * t.max_rate_over_cadence
+            && self.on_clock(d, cadence_ms)
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
@@ -486,6 +506,7 @@ impl Classifier {
             && d.size_stability() >= t.min_size_stability
             && let Some((cadence_ms, share)) = d.jittered_cadence(pps, t.max_rate_over_cadence)
             && share >= t.jitter_min_share
+            && self.on_clock(d, cadence_ms)
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
@@ -605,6 +626,23 @@ mod tests {
 
     fn judge(a: &DirWindow, b: &DirWindow) -> bool {
         matches!(Classifier::default().judge(17, [Some(a), Some(b)]), WindowJudgement::Media { .. })
+    }
+
+    /// Every 10th packet lost: a 20 ms codec's lost frames leave 40 ms
+    /// gaps, a 60 Hz tick's 33 ms ones, which no 20 ms clock makes; jitter
+    /// that pushes one packet late and the next one on time makes as many
+    /// short gaps as long ones.
+    #[test]
+    fn a_lossy_60_hz_tick_is_not_a_20_ms_clock() {
+        let lossy = |tick_ms: f64| stream_gaps(50, |i| if i % 9 == 0 { 2.0 * tick_ms } else { tick_ms }, |_| 60);
+        let (voice, game) = (lossy(20.0), lossy(1000.0 / 60.0));
+        assert!(judge(&voice, &voice));
+        assert!(game.pps() < 56.0 && game.cadence().unwrap().0 == 20, "{game:?}");
+        assert!(game.off_clock_gaps(20) >= 5, "{game:?}");
+        assert!(!judge(&game, &game), "{game:?}");
+        let jittered = stream_gaps(50, |i| match i % 6 { 2 => 28.0, 3 => 12.0, _ => 20.0 }, |_| 60);
+        assert_eq!(jittered.off_clock_gaps(20), 0, "{jittered:?}");
+        assert!(judge(&jittered, &jittered));
     }
 
     #[test]

@@ -370,6 +370,44 @@ mod tests {
         }
     }
 
+    /// Loss makes a game slower, not a codec: a 60 Hz game that loses a
+    /// tenth of its packets sends 54 a second, under the 20 ms voice
+    /// rate's margin, yet its clock is still 16.7 ms (its lost packets
+    /// leave 33 ms gaps, where a 20 ms clock's leave 40 ms ones).
+    #[test]
+    fn no_lookalike_is_called_over_a_lossy_link() {
+        let mut called = Vec::new();
+        for f in pattern::decoys(SECS) {
+            for (i, share) in [0.05, 0.1, 0.15, 0.2, 0.3].into_iter().enumerate() {
+                let lossy = f.lossy(share, 7 + i as u64);
+                if let Some(v) = verdict(&lossy) {
+                    called.push(format!("{}: {v:?}", lossy.name));
+                }
+            }
+        }
+        assert!(called.is_empty(), "{called:#?}");
+    }
+
+    /// ...and a call over the same links is still a call. (Not yet when a
+    /// jittery path also loses a fifth of the packets: the rate falls below
+    /// the jittered-clock test's margin while the gaps no longer gather in
+    /// the clock's bucket.)
+    #[test]
+    fn every_call_variant_is_caught_over_a_lossy_link() {
+        let mut missed = Vec::new();
+        for f in pattern::call_variants(SECS) {
+            let shares: &[f64] = if f.name.contains("jittery") { &[0.05, 0.1] } else { &[0.05, 0.1, 0.2] };
+            for (i, &share) in shares.iter().enumerate() {
+                let lossy = f.lossy(share, 11 + i as u64);
+                match verdict(&lossy) {
+                    Some((_, Label::Voip, ..)) => {}
+                    v => missed.push(format!("{}: {v:?}", lossy.name)),
+                }
+            }
+        }
+        assert!(missed.is_empty(), "{missed:#?}");
+    }
+
     #[test]
     fn one_way_media_is_reported_with_its_direction_and_not_blocked() {
         let f = pattern::one_way_media(SECS);

@@ -176,6 +176,20 @@ impl DirWindow {
         Some((ms, f64::from(near) / f64::from(total)))
     }
 
+    /// Gaps a `cadence_ms` clock cannot account for: those in the bucket
+    /// between its interval and twice it (see [`OFF_CLOCK_BUCKETS`]), beyond
+    /// as many gaps shorter than the interval. Jitter makes both kinds in
+    /// pairs (a late packet's long gap, then a short one as the next
+    /// arrives on time, or a burst as it catches up) and loss makes neither;
+    /// a faster clock that loses packets makes only the long ones (a 60 Hz
+    /// game's 16.7 ms ticks share the 20 ms bucket, and a lost tick leaves
+    /// 33 ms where a lost 20 ms frame leaves 40).
+    pub fn off_clock_gaps(&self, cadence_ms: u32) -> u32 {
+        let Some(&(_, off)) = OFF_CLOCK_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms) else { return 0 };
+        let shorter: u32 = self.iat[..off - 1].iter().sum();
+        self.iat[off].saturating_sub(shorter)
+    }
+
     /// Among gaps that are not back-to-back (≥ 2 ms), the video frame
     /// interval most fall into (30/40/60 ms buckets: 33, 25 and 15 fps) and
     /// the share that do.
@@ -211,13 +225,21 @@ impl DirWindow {
     }
 }
 
+/// Packetisation intervals (ms) with a gap bucket between the interval's
+/// own and twice the interval that no loss of that clock fills: 20 ms (the
+/// 30 ms bucket; a lost frame leaves 40) and 30 ms (the 40 ms bucket; 60).
+/// 10 ms has none (its losses leave 20 and 30 ms), nor 40 and 60 ms (codecs
+/// mix 40 and 60 ms frames; the bucket after 60 ms spans 80–250 ms).
+pub const OFF_CLOCK_BUCKETS: [(u32, usize); 2] = [(20, 4), (30, 5)];
+
 /// A one-line summary of both directions' windows, for debug logs.
 pub fn describe(dirs: [Option<&DirWindow>; 2]) -> String {
     let one = |d: Option<&DirWindow>| match d {
         None => "-".to_owned(),
         Some(d) => format!(
-            "[{:.2}s {}p {:.0}pps {:.0}B iat{:?} size{:?} stab{:.2} rtp{} stun{} dtls{} rtcp{} empty{}]",
+            "[{:.2}s {:.3}a {}p {:.0}pps {:.0}B iat{:?} size{:?} stab{:.2} rtp{} stun{} dtls{} rtcp{} empty{}]",
             d.span_s,
+            d.active_s,
             d.packets,
             d.pps(),
             d.mean_size(),
