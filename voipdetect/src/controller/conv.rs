@@ -2,6 +2,8 @@
 //! at the start of the window and at the latest poll, the run of call-like
 //! windows, the one-way leg it may be, and its verdict with its lifetime.
 
+use std::num::NonZeroU64;
+
 use voipdetect_common::FlowCounters;
 
 use super::config::Config;
@@ -83,6 +85,15 @@ pub(super) struct ActiveVerdict {
     pub(super) last_activity_ns: u64,
 }
 
+// A million conversations are a million of each: growth here is memory
+// and poll time (BENCHMARKS.md). DirState's 120 bytes fill a 128-byte
+// allocation.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(size_of::<Conv>() <= 96 && size_of::<DirState>() <= 120);
+
+/// [`Conv::session`] when there is none: session ids have 48 bits.
+const NO_SESSION: u64 = u64::MAX;
+
 /// What [`Conv::upkeep`] did to the verdict.
 pub(super) enum Upkeep {
     /// Nothing to tell.
@@ -93,11 +104,49 @@ pub(super) enum Upkeep {
     Released(Box<ActiveVerdict>),
 }
 
-/// One-way voice windows in a row.
-#[derive(Clone, Copy, Debug, Default)]
+/// One-way voice windows in a row: the latest window's [`Leg`], kept in
+/// 16 bytes rather than 48 (every conversation has one).
+#[derive(Clone, Copy, Debug)]
 pub(super) struct LegRun {
-    pub(super) leg: Option<Leg>,
-    pub(super) streak: u32,
+    pps: f32,
+    mean_size: f32,
+    cadence_ms: u16,
+    /// The sending direction, or [`LegRun::NONE`].
+    sender: u8,
+    pub(super) streak: u16,
+}
+
+impl Default for LegRun {
+    fn default() -> Self {
+        Self { pps: 0.0, mean_size: 0.0, cadence_ms: 0, sender: Self::NONE, streak: 0 }
+    }
+}
+
+impl LegRun {
+    const NONE: u8 = u8::MAX;
+
+    /// The latest window's leg, if the run goes on.
+    pub(super) fn leg(&self) -> Option<Leg> {
+        (self.sender != Self::NONE).then(|| Leg {
+            sender: usize::from(self.sender),
+            pps: f64::from(self.pps),
+            cadence_ms: u32::from(self.cadence_ms),
+            mean_size: f64::from(self.mean_size),
+        })
+    }
+
+    /// The run after a window whose leg was `leg`.
+    fn next(self, leg: Option<Leg>) -> Self {
+        let Some(l) = leg else { return Self::default() };
+        let streak = if usize::from(self.sender) == l.sender { self.streak.saturating_add(1) } else { 1 };
+        Self {
+            pps: l.pps as f32,
+            mean_size: l.mean_size as f32,
+            cadence_ms: u16::try_from(l.cadence_ms).unwrap_or(u16::MAX),
+            sender: u8::try_from(l.sender).unwrap_or(Self::NONE),
+            streak,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -112,23 +161,26 @@ pub(super) struct Conv {
     /// STUN/DTLS/RTCP seen so far in this conversation.
     pub(super) hints: Hints,
     /// Reason and basis of the latest call-like window.
-    reason: Option<(Box<str>, Basis)>,
+    reason: Option<Box<str>>,
+    basis: Basis,
     pub(super) verdict: Option<Box<ActiveVerdict>>,
     /// Created during the poll in progress. Its first window starts at the
     /// earliest first packet of the directions seen in that poll, whichever
     /// the map happened to list first.
     pub(super) fresh: bool,
     pub(super) leg: LegRun,
-    /// The session this conversation belongs to, from its first verdict on.
-    pub(super) session: Option<SessionId>,
-    /// Payload rate and mean size of both directions in the latest window.
-    pub(super) totals: (f64, f64),
-    /// Payload rate and mean size of a speaking direction (one at voice
-    /// rate) in the latest window: the call's codec, as a session keeps it.
-    pub(super) codec: (f64, f64),
+    /// The session this conversation belongs to, from its first verdict
+    /// on; [`NO_SESSION`] before (8 bytes where an `Option` takes 16).
+    session: u64,
+    /// Whether the latest window judged (or, before the first, the poll
+    /// so far) carried payload: a conversation sleeps only after a whole
+    /// window without.
+    pub(super) busy: bool,
     /// Nothing to do until a packet arrives (see [`Conv::settle`]): a poll
     /// passes it over but for its idle time, which it keeps here.
-    pub(super) dormant: Option<u64>,
+    /// (Never 0: the clocks run from boot or the epoch, and 0 is what the
+    /// walk's sleep words read as awake.)
+    pub(super) dormant: Option<NonZeroU64>,
 }
 
 impl Conv {
@@ -140,12 +192,12 @@ impl Conv {
             talked: [false; 2],
             hints: Hints::default(),
             reason: None,
+            basis: Basis::Behaviour,
             verdict: None,
             fresh: true,
             leg: LegRun::default(),
-            session: None,
-            totals: (0.0, 0.0),
-            codec: (0.0, 0.0),
+            session: NO_SESSION,
+            busy: false,
             dormant: None,
         }
     }
@@ -172,6 +224,15 @@ impl Conv {
             // its counters restarted from zero.
             slot => *slot = Some(Box::new(DirState::fresh(c))),
         }
+    }
+
+    pub(super) fn session(&self) -> Option<SessionId> {
+        (self.session != NO_SESSION).then_some(SessionId(self.session))
+    }
+
+    pub(super) fn set_session(&mut self, id: SessionId) {
+        debug_assert_ne!(id.0, NO_SESSION);
+        self.session = id.0;
     }
 
     pub(super) fn last_activity(&self) -> u64 {
@@ -220,16 +281,18 @@ impl Conv {
 
     /// Both directions' activity in the window so far.
     pub(super) fn windows(&self, now_ns: u64) -> [Option<DirWindow>; 2] {
-        self.dirs.each_ref().map(|d| {
-            d.as_ref().map(|d| {
-                let from = self.win_start_ns.max(d.first_seen_ns);
-                let span = secs(now_ns.saturating_sub(from));
-                let mut w = DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt);
-                w.rtp_ok += d.prev_rtp_ok;
-                w.active_s = secs(d.last_seen_ns.saturating_sub(from)).min(span);
-                w
-            })
-        })
+        // Written in place: built through `map`s, each window (144 B) was
+        // copied four times, a tenth of a poll at a million conversations.
+        let mut out = [None, None];
+        for (w, d) in out.iter_mut().zip(&self.dirs) {
+            let Some(d) = d else { continue };
+            let from = self.win_start_ns.max(d.first_seen_ns);
+            let span = secs(now_ns.saturating_sub(from));
+            let w = w.insert(DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt));
+            w.rtp_ok += d.prev_rtp_ok;
+            w.active_s = secs(d.last_seen_ns.saturating_sub(from)).min(span);
+        }
+        out
     }
 
     /// Structural evidence in the window so far (see `Classifier::early`),
@@ -266,12 +329,14 @@ impl Conv {
             WindowJudgement::Media { reason } => {
                 self.streak += 1;
                 self.talked = [true; 2];
-                self.reason = Some((reason.as_str().into(), video(&reason)));
+                self.basis = video(&reason);
+                self.reason = Some(reason.into_boxed_str());
             }
             WindowJudgement::Half { talker, reason } => {
                 self.streak += 1;
                 self.talked[talker] = true;
-                self.reason = Some((reason.as_str().into(), video(&reason)));
+                self.basis = video(&reason);
+                self.reason = Some(reason.into_boxed_str());
             }
             WindowJudgement::Hold => {}
             WindowJudgement::Other => {
@@ -280,18 +345,14 @@ impl Conv {
             }
         }
         if self.streak >= cfg.thresholds.windows_needed && self.talked == [true; 2] {
-            return self.reason.take().map(|(reason, basis)| Finding::Call { reason: reason.into(), basis });
+            return self.reason.take().map(|reason| Finding::Call { reason: reason.into(), basis: self.basis });
         }
         None
     }
 
     /// Follows the run of one-way voice windows (called on complete windows).
     pub(super) fn track_leg(&mut self, leg: Option<Leg>) {
-        self.leg = match (leg, self.leg.leg) {
-            (Some(l), Some(prev)) if l.sender == prev.sender => LegRun { leg: Some(l), streak: self.leg.streak + 1 },
-            (Some(l), _) => LegRun { leg: Some(l), streak: 1 },
-            (None, _) => LegRun::default(),
-        };
+        self.leg = self.leg.next(leg);
     }
 
     /// Extends the verdict while the conversation goes on and ends it once
@@ -325,18 +386,23 @@ impl Conv {
     /// changed, not what exists). Whether it sleeps.
     pub(super) fn settle(&mut self) -> bool {
         let quiet = self.verdict.is_none()
-            && self.session.is_none()
+            && self.session().is_none()
             && !self.fresh
             && !self.plain()
             && self.dirs.iter().flatten().all(|d| d.start == d.cur && d.prev_rtp_ok == 0)
             && self.streak == 0
             && self.talked == [false; 2]
-            && self.leg.leg.is_none()
-            && self.totals == (0.0, 0.0);
+            && self.leg.leg().is_none()
+            && !self.busy;
         if quiet {
-            self.dormant = Some(self.last_activity());
+            self.sleep();
         }
         quiet
+    }
+
+    /// Asleep since its latest packet (see [`Conv::settle`]).
+    pub(super) fn sleep(&mut self) {
+        self.dormant = NonZeroU64::new(self.last_activity());
     }
 
     /// Starts the next window at `now_ns`.
@@ -354,7 +420,7 @@ impl Conv {
     pub(super) fn totals_of(&self, i: usize) -> (u64, u64) {
         self.dirs[i]
             .as_ref()
-            .map_or((0, 0), |d| (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes))
+            .map_or((0, 0), |d| (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes()))
     }
 }
 

@@ -112,7 +112,7 @@ impl Convs {
             let at = i as u32;
             let Some((k, c)) = entry else { continue };
             if keep(at, k, c) {
-                *sleep = c.dormant.unwrap_or(0);
+                *sleep = c.dormant.map_or(0, u64::from);
             } else {
                 if let Ok(e) = index.find_entry(hasher.hash_one(*k), |&p| p == at) {
                     e.remove();

@@ -71,7 +71,7 @@ struct LegAt {
 
 /// The conversation's one-way leg, if it has run long enough to pair.
 fn pairable(conv: &Conv, t: &Thresholds) -> Option<Leg> {
-    conv.leg.leg.filter(|_| conv.leg.streak >= t.windows_needed && conv.undecided())
+    conv.leg.leg().filter(|_| u32::from(conv.leg.streak) >= t.windows_needed && conv.undecided())
 }
 
 impl LegAt {
@@ -134,7 +134,7 @@ impl Controller {
 
     /// The session of every conversation that has one (canonical keys).
     pub fn session_of_each(&self) -> impl Iterator<Item = (&FlowKey, SessionId)> {
-        self.convs.iter().filter_map(|(k, c)| Some((k, c.session?)))
+        self.convs.iter().filter_map(|(k, c)| Some((k, c.session()?)))
     }
 
     /// Records one direction's counters as read in this poll.
@@ -168,8 +168,8 @@ impl Controller {
         v.action = Action::Reported;
         v.by_policy = false;
         v.reason.push_str(" (block lifted by an operator)");
-        self.sessions.lift(conv.session);
-        let members = self.sessions.members(conv.session);
+        self.sessions.lift(conv.session());
+        let members = self.sessions.members(conv.session());
         Some(event(EventKind::Verdict, now_ns, canonical, conv, conv.verdict.as_ref()?, now_ns, members))
     }
 
@@ -185,7 +185,7 @@ impl Controller {
         let idle = |last: u64| now_ns.saturating_sub(last) > cfg.idle_ns;
         convs.retain(idle, |place, canonical, conv| {
             // Asleep: only its idle time counts (no session, no verdict).
-            if let Some(last) = conv.dormant {
+            if let Some(last) = conv.dormant.map(u64::from) {
                 if idle(last) {
                     out.commands.push(Command::Forget { keys: dir_keys(canonical) });
                 }
@@ -211,7 +211,9 @@ impl Controller {
             for l in [&to, &from] {
                 if let Some(conv) = convs.get_mut(&l.key) {
                     let finding = Finding::Call { reason: reason.clone(), basis: Basis::Session };
-                    issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), now_ns, unix_ns, &mut out);
+                    // A leg's other side is silent: its rate is the leg's.
+                    let rates = Rates { totals: (l.leg.pps, l.leg.mean_size), codec: (l.leg.pps, l.leg.mean_size) };
+                    issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), rates, now_ns, unix_ns, &mut out);
                 }
             }
         }
@@ -227,7 +229,7 @@ impl Controller {
         for (canonical, conv) in self.convs.iter_mut() {
             if let Some(v) = conv.verdict.take() {
                 let last = conv.last_activity();
-                let members = self.sessions.members(conv.session);
+                let members = self.sessions.members(conv.session());
                 out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, last, members));
                 if v.action.listed() {
                     out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
@@ -281,12 +283,12 @@ fn each_conv(
             out.commands.push(Command::Media { keys: dir_keys(canonical), on: true });
             conv.set_media(true);
             conv.close_window(&windows, now_ns);
-        } else if conv.session.is_none() && conv.last_activity() <= prev_poll_ns && now_ns > prev_poll_ns {
+        } else if conv.session().is_none() && conv.last_activity() <= prev_poll_ns && now_ns > prev_poll_ns {
             // Nothing since the poll before: asleep, its window to restart
             // at its next packet (an idle connection costs no poll, and a
             // keep-alive every few seconds is not promoted for being slow).
             conv.close_window(&windows, now_ns);
-            conv.dormant = Some(conv.last_activity());
+            conv.sleep();
         }
         return keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     }
@@ -313,9 +315,8 @@ fn each_conv(
         finding = Some(Finding::Call { reason: format!("{reason} (held by session {})", suspect.id), basis: Basis::Held });
         anchor = Anchor::Session(suspect.id);
     }
-    if window_done || conv.totals == (0.0, 0.0) {
-        conv.totals = totals(dirs);
-        conv.codec = codec(dirs, cfg.thresholds.min_pps);
+    if window_done || !conv.busy {
+        conv.busy = dirs.iter().flatten().any(|d| d.packets > 0);
     }
     if let Some(kinds) = kinds {
         conv.track_leg(classifier.leg_kinds(dirs, kinds));
@@ -334,7 +335,7 @@ fn each_conv(
                 }
             }
             Upkeep::Released(v) => {
-                let members = sessions.members(conv.session);
+                let members = sessions.members(conv.session());
                 out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, conv.last_activity(), members));
                 if v.action.listed() {
                     out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
@@ -344,15 +345,14 @@ fn each_conv(
         }
     }
     if let Some(f) = finding {
-        conv.totals = totals(dirs);
-        conv.codec = codec(dirs, cfg.thresholds.min_pps);
-        issue(cfg, sessions, canonical, conv, f, anchor, now_ns, unix_ns, out);
+        let rates = Rates { totals: totals(dirs), codec: codec(dirs, cfg.thresholds.min_pps) };
+        issue(cfg, sessions, canonical, conv, f, anchor, rates, now_ns, unix_ns, out);
     }
     // A conversation that is no call and sends faster than any voice or
     // video: back to the kernel's plain path.
     if window_done
         && conv.verdict.is_none()
-        && conv.session.is_none()
+        && conv.session().is_none()
         && !conv.hints.any()
         && conv.rtp_seen() == [0, 0]
         && dirs.iter().flatten().any(|d| d.pps() > cfg.thresholds.media_max_pps)
@@ -376,10 +376,20 @@ fn keep_unless_idle(cfg: &Config, sessions: &mut Sessions, canonical: &FlowKey, 
     let idle = now_ns.saturating_sub(conv.last_activity()) > cfg.idle_ns;
     if idle && conv.verdict.is_none() {
         out.commands.push(Command::Forget { keys: dir_keys(canonical) });
-        sessions.leave(canonical, conv.session);
+        sessions.leave(canonical, conv.session());
         return false;
     }
     true
+}
+
+/// A conversation's rates in the window that made its verdict.
+#[derive(Clone, Copy)]
+struct Rates {
+    /// Payload rate and mean size of both directions.
+    totals: (f64, f64),
+    /// Of a speaking direction (one at voice rate): the call's codec, as a
+    /// session keeps it.
+    codec: (f64, f64),
 }
 
 /// Turns a finding into a verdict: the event, the blocklist command, the
@@ -392,6 +402,7 @@ fn issue(
     conv: &mut Conv,
     finding: Finding,
     anchor: Anchor,
+    rates: Rates,
     now_ns: u64,
     unix_ns: u64,
     out: &mut PollOutput,
@@ -406,19 +417,19 @@ fn issue(
         reason.push_str(&allowed_note(&decision));
     }
     let action = action_of(&decision, blockable);
-    let (pps, mean_size) = conv.totals;
+    let (pps, mean_size) = rates.totals;
     let joining = Joining {
         key: canonical,
         initiator: conv.initiator(),
-        current: conv.session,
+        current: conv.session(),
         anchor,
         label,
         blocked: action == Action::Blocked,
         first_seen_ns: conv.first_seen(),
-        codec: conv.codec,
+        codec: rates.codec,
     };
     let session = sessions.join(&joining, now_ns);
-    conv.session = Some(session);
+    conv.set_session(session);
     let v = conv::ActiveVerdict {
         label,
         action,
@@ -501,9 +512,9 @@ fn follow_policy(
             Some(entry) => out.commands.push(Command::Block { keys: dir_keys(canonical), entry, refresh: false }),
             None => out.commands.push(Command::Unblock { keys: dir_keys(canonical) }),
         }
-        sessions.set_blocked(conv.session, action == Action::Blocked);
+        sessions.set_blocked(conv.session(), action == Action::Blocked);
     }
-    let members = sessions.members(conv.session);
+    let members = sessions.members(conv.session());
     let v = conv.verdict.as_ref().expect("checked above");
     out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, v, now_ns, members));
 }
@@ -566,7 +577,7 @@ fn event(
         basis: v.basis,
         reason: v.reason.clone(),
         rule: v.rule.clone(),
-        session: conv.session.unwrap_or(SessionId(0)),
+        session: conv.session().unwrap_or(SessionId(0)),
         conversations: members,
         pps: v.pps,
         mean_size: v.mean_size,
