@@ -640,7 +640,13 @@ mod tests {
         assert!(game.pps() < 56.0 && game.cadence().unwrap().0 == 20, "{game:?}");
         assert!(game.off_clock_gaps(20) >= 5, "{game:?}");
         assert!(!judge(&game, &game), "{game:?}");
-        let jittered = stream_gaps(50, |i| match i % 6 { 2 => 28.0, 3 => 12.0, _ => 20.0 }, |_| 60);
+        // Every sixth packet 8 ms late: a 28 ms gap, then a 12 ms one.
+        let late = |i: u32| match i % 6 {
+            2 => 28.0,
+            3 => 12.0,
+            _ => 20.0,
+        };
+        let jittered = stream_gaps(50, late, |_| 60);
         assert_eq!(jittered.off_clock_gaps(20), 0, "{jittered:?}");
         assert!(judge(&jittered, &jittered));
     }
