@@ -388,15 +388,16 @@ mod tests {
         assert!(called.is_empty(), "{called:#?}");
     }
 
-    /// ...and a call over the same links is still a call. (Not yet when a
-    /// jittery path also loses a fifth of the packets: the rate falls below
-    /// the jittered-clock test's margin while the gaps no longer gather in
-    /// the clock's bucket.)
+    /// ...and a call over the same links is still a call, a jittery path
+    /// included (there a fifth lost takes the rate out of the jittered
+    /// clock's margin until the lost frames are counted back). Not yet a
+    /// 60 ms stream that is both jittered and loses a fifth: its lost
+    /// frames' 120 ms gaps share a bucket with pauses (see `LOSS_BUCKETS`).
     #[test]
     fn every_call_variant_is_caught_over_a_lossy_link() {
         let mut missed = Vec::new();
         for f in pattern::call_variants(SECS) {
-            let shares: &[f64] = if f.name.contains("jittery") { &[0.05, 0.1] } else { &[0.05, 0.1, 0.2] };
+            let shares: &[f64] = if f.name.contains("60 ms over a jittery") { &[0.05, 0.1] } else { &[0.05, 0.1, 0.2] };
             for (i, &share) in shares.iter().enumerate() {
                 let lossy = f.lossy(share, 11 + i as u64);
                 match verdict(&lossy) {

@@ -171,17 +171,31 @@ impl DirWindow {
     /// to it: what a codec clock looks like after network jitter has
     /// spread its gaps (the rate stays the clock's, the gaps scatter around
     /// the interval). `None` when the rate is no codec's.
+    ///
+    /// Lost frames are put back first: on a path that also loses packets,
+    /// a gap in the bucket of twice or three times the interval (see
+    /// [`LOSS_BUCKETS`]) stands for one or two frames that never arrived.
+    /// They count towards the clock's rate and not among the gaps that
+    /// must gather around the interval. (The rate as sent may not exceed
+    /// the clock's margin either way.)
     pub fn jittered_cadence(&self, pps: f64, tolerance: f64) -> Option<(u32, f64)> {
         let total = self.gaps();
         if total == 0 {
             return None;
         }
-        let &(ms, b) = CADENCE_BUCKETS.iter().find(|&&(ms, _)| {
+        CADENCE_BUCKETS.iter().find_map(|&(ms, b)| {
             let clock = 1000.0 / f64::from(ms);
-            pps <= clock * tolerance && pps * tolerance >= clock
-        })?;
-        let near: u32 = self.iat[b.saturating_sub(1)..=(b + 1).min(IAT_BUCKETS - 1)].iter().sum();
-        Some((ms, f64::from(near) / f64::from(total)))
+            let (lost, long) = LOSS_BUCKETS
+                .iter()
+                .filter(|&&(at, _, _)| at == ms)
+                .fold((0, 0), |(lost, long), &(_, bucket, frames)| (lost + frames * self.iat[bucket], long + self.iat[bucket]));
+            let sent = pps * f64::from(total + lost) / f64::from(total);
+            if !(pps <= clock * tolerance && sent * tolerance >= clock && sent <= clock * tolerance) {
+                return None;
+            }
+            let near: u32 = self.iat[b.saturating_sub(1)..=(b + 1).min(IAT_BUCKETS - 1)].iter().sum();
+            Some((ms, f64::from(near) / f64::from((total - long).max(1))))
+        })
     }
 
     /// Gaps a `cadence_ms` clock cannot account for: those in the bucket
@@ -239,6 +253,13 @@ impl DirWindow {
 /// 10 ms has none (its losses leave 20 and 30 ms), nor 40 and 60 ms (codecs
 /// mix 40 and 60 ms frames; the bucket after 60 ms spans 80–250 ms).
 pub const OFF_CLOCK_BUCKETS: [(u32, usize); 2] = [(20, 4), (30, 5)];
+
+/// Where a codec clock's lost frames leave their gaps: (interval ms, gap
+/// bucket, frames lost). 20 ms: 40 ms (bucket 5) is one lost, 60 ms
+/// (bucket 6) two; 30 ms: 60 ms is one. Not for 10 ms (its 20 and 30 ms
+/// gaps are also its jitter's neighbours) nor 40 and 60 ms (the next
+/// bucket, 80–250 ms, is as much a pause as a loss).
+pub const LOSS_BUCKETS: [(u32, usize, u32); 3] = [(20, 5, 1), (20, 6, 2), (30, 6, 1)];
 
 /// A one-line summary of both directions' windows, for debug logs.
 pub fn describe(dirs: [Option<&DirWindow>; 2]) -> String {
