@@ -91,7 +91,11 @@ pub struct Thresholds {
     /// game servers and web traffic spread over many sizes. A 30 Hz game
     /// whose tick lands in the 30 ms voice bucket fails here on both sides:
     /// its client sends state that varies with the action too (30–420 B),
-    /// not a codec's frame.
+    /// not a codec's frame. The share is taken one standard error low
+    /// (`DirWindow::size_stability_low`): such a game's snapshots put about
+    /// 57 % of a window in the best two buckets and its client state 67 %,
+    /// and with 25–30 packets a window chance lifted both over 70 % two
+    /// windows running once in a few minutes of play.
     pub min_size_stability: f64,
     /// Largest ratio between the two directions' packet rates when both
     /// speak. A call sends the same codec stream both ways.
@@ -164,6 +168,14 @@ pub struct Thresholds {
     /// Shortest window over which structural hints (STUN/DTLS/RTCP seen)
     /// let a voice-shaped conversation be called early.
     pub hinted_min_span_s: f64,
+    /// ...and only this long after the conversation's first packet: a
+    /// handshake opens a media session. Later, a hint is as likely chance
+    /// (random bytes pass the RTCP check about once in 10 000 packets, so
+    /// an encrypted game shows one every few minutes), and a half-second
+    /// window of a few packets can look voice-shaped by chance too: a
+    /// 30 Hz game with random state sizes both ways was called so after
+    /// seven minutes. The behaviour test takes over, on whole windows.
+    pub hinted_within_s: f64,
     /// Under suspicion (a new conversation of a host whose call was found
     /// within `hold`), in-sequence media headers needed: two already rule
     /// out chance (see `rtp_min_in_seq`) when the host is known to be in a
@@ -222,6 +234,7 @@ impl Default for Thresholds {
             one_way_settle_s: 1.0,
             one_way_ended_s: 0.5,
             hinted_min_span_s: 0.5,
+            hinted_within_s: 10.0,
             min_packets_tracked: 3,
             held_rtp_in_seq: 2,
             held_min_packets: 5,
@@ -464,7 +477,7 @@ impl Classifier {
         let rate = if d.active_s > 0.0 { f64::from(d.gaps()) * (1.0 - d.gap_share(0)) / d.active_s } else { f64::INFINITY };
         (share >= t.held_min_cadence_share
             && d.gap_share(0) <= t.max_burst_share
-            && d.size_stability() >= t.min_size_stability
+            && d.size_stability_low() >= t.min_size_stability
             && d.mean_size() <= t.max_mean_size
             && rate <= 1000.0 / f64::from(fastest) * t.max_rate_over_cadence)
             .then_some(ms)
@@ -491,7 +504,7 @@ impl Classifier {
         if pps <= t.max_pps
             && mean_size <= t.max_mean_size
             && d.gap_share(0) <= t.max_burst_share
-            && d.size_stability() >= t.min_size_stability
+            && d.size_stability_low() >= t.min_size_stability
             && let Some((cadence_ms, share)) = d.cadence()
             && share >= t.min_cadence_share
             && let Some(fastest_ms) = d.fastest_cadence(t.rate_cadence_min_share)
@@ -503,7 +516,7 @@ impl Classifier {
         if pps <= t.max_pps
             && mean_size <= t.max_mean_size
             && d.gap_share(0) <= t.max_burst_share
-            && d.size_stability() >= t.min_size_stability
+            && d.size_stability_low() >= t.min_size_stability
             && let Some((cadence_ms, share)) = d.jittered_cadence(pps, t.max_rate_over_cadence)
             && share >= t.jitter_min_share
             && self.on_clock(d, cadence_ms)

@@ -315,6 +315,7 @@ struct ThresholdFile {
     one_way_max_reverse: Option<u32>,
     one_way_settle_s: Option<f64>,
     one_way_ended_s: Option<f64>,
+    hinted_within_s: Option<f64>,
     min_packets_tracked: Option<u32>,
 }
 
@@ -511,6 +512,7 @@ impl Settings {
                 one_way_max_reverse,
                 one_way_settle_s,
                 one_way_ended_s,
+                hinted_within_s,
                 min_packets_tracked
             );
         }

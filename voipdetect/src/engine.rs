@@ -388,6 +388,24 @@ mod tests {
         assert!(called.is_empty(), "{called:#?}");
     }
 
+    /// Minutes of play, not seconds: chance had its turns. A 30 Hz game
+    /// whose state sizes vary at random both ways was called after 209 s
+    /// (two windows whose sizes happened to fall in two buckets, both
+    /// ways), after 111 s over a lossy link, and after 419 s through a
+    /// chance RTCP-looking packet and a voice-shaped half second.
+    #[test]
+    fn no_game_is_called_in_five_minutes() {
+        let mut called = Vec::new();
+        for f in pattern::decoys(300).into_iter().filter(|f| f.name.contains("game")) {
+            for f in [f.clone(), f.lossy(0.1, 3)] {
+                if let Some(v) = verdict(&f) {
+                    called.push(format!("{}: {v:?}", f.name));
+                }
+            }
+        }
+        assert!(called.is_empty(), "{called:#?}");
+    }
+
     /// ...and a call over the same links is still a call, a jittery path
     /// included (there a fifth lost takes the rate out of the jittered
     /// clock's margin until the lost frames are counted back). Not yet a

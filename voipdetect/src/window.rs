@@ -245,6 +245,15 @@ impl DirWindow {
         let best = self.size.windows(2).map(|w| w[0] + w[1]).max().unwrap_or(0);
         f64::from(best) / f64::from(self.packets)
     }
+
+    /// [`DirWindow::size_stability`] less one standard error: what the
+    /// window's packets show for sure rather than at their luckiest. A
+    /// constant-size stream keeps 1.0; sizes spread at random reach a high
+    /// share in a window of a few dozen packets by chance alone.
+    pub fn size_stability_low(&self) -> f64 {
+        let p = self.size_stability();
+        if self.packets == 0 { 0.0 } else { p - (p * (1.0 - p) / f64::from(self.packets)).sqrt() }
+    }
 }
 
 /// Packetisation intervals (ms) with a gap bucket between the interval's

@@ -308,8 +308,9 @@ impl Conv {
         if !self.undecided() {
             return None;
         }
-        let finding = classifier.early(proto, dirs, self.hints)?;
         let t = &cfg.thresholds;
+        let young = secs(now_ns.saturating_sub(self.first_seen())) <= t.hinted_within_s;
+        let finding = classifier.early(proto, dirs, if young { self.hints } else { Hints::default() })?;
         let settled = secs(now_ns.saturating_sub(self.first_seen())) >= t.one_way_settle_s
             || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
         match finding {
