@@ -109,6 +109,27 @@ impl Flow {
         self.up.iter().chain(&self.down).map(|f| f.at).max().unwrap_or_default()
     }
 
+    /// The flow as a jittery path delivers it: each frame of either
+    /// direction held up by up to `max` (uniformly, seeded), never
+    /// overtaking the one before, so a late frame's successors catch up
+    /// back to back.
+    pub fn jittered(&self, max: Duration, seed: u64) -> Flow {
+        use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut delay = |frames: &[Frame]| -> Vec<Frame> {
+            let mut last = Duration::ZERO;
+            frames
+                .iter()
+                .map(|f| {
+                    last = last.max(f.at + max.mul_f64(rng.random_range(0.0..1.0)));
+                    Frame { at: last, payload: f.payload.clone() }
+                })
+                .collect()
+        };
+        let (up, down) = (delay(&self.up), delay(&self.down));
+        Flow { name: format!("{}, jittered up to {:?}", self.name, max), up, down, ..self.clone() }
+    }
+
     /// The flow as a lossy link delivers it: each frame of either direction
     /// lost with probability `share`, independently (seeded, so a test
     /// sees the same losses every run).

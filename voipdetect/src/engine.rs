@@ -239,6 +239,8 @@ impl Engine {
 mod tests {
     //! The generator's catalogue through the offline driver: every call
     //! variant is caught, every look-alike left alone.
+    use std::time::Duration;
+
     use voipdetect_traffic::{Flow, pattern};
 
     use crate::{
@@ -349,7 +351,7 @@ mod tests {
             d.client = call.client;
             // A moment after the call's verdict, well inside the hold.
             for f in d.up.iter_mut().chain(d.down.iter_mut()) {
-                f.at += std::time::Duration::from_secs(1);
+                f.at += Duration::from_secs(1);
             }
             flows.push(d);
         }
@@ -404,6 +406,47 @@ mod tests {
             }
         }
         assert!(called.is_empty(), "{called:#?}");
+    }
+
+    /// A jittery path delays packets and its late packets' successors
+    /// catch up back to back: a 60 Hz game then shows bursts, which are its
+    /// own ticks (not extras to leave out of its rate), and long gaps
+    /// paired with short ones (jitter's, not loss's). The live lab saw
+    /// the peer-to-peer game called so when its sender stalled.
+    #[test]
+    fn no_lookalike_is_called_over_a_jittery_link() {
+        let mut called = Vec::new();
+        for f in pattern::decoys(SECS * 4) {
+            for (i, ms) in [5, 10, 20, 30].into_iter().enumerate() {
+                let seed = 20 + i as u64;
+                for f in [f.jittered(Duration::from_millis(ms), seed), f.lossy(0.1, seed).jittered(Duration::from_millis(ms), seed)] {
+                    if let Some(v) = verdict(&f) {
+                        called.push(format!("{}: {v:?}", f.name));
+                    }
+                }
+            }
+        }
+        assert!(called.is_empty(), "{called:#?}");
+    }
+
+    /// ...and calls over the same paths are still calls. (Not yet a video
+    /// call's video conversation held up by up to 20 ms, which no longer
+    /// shows the frames of back-to-back packets the video test looks for;
+    /// the call's audio conversation is caught.)
+    #[test]
+    fn every_call_variant_is_caught_over_a_jittery_link() {
+        let mut missed = Vec::new();
+        for f in pattern::call_variants(SECS) {
+            let delays: &[u64] = if f.name == "video call: video" { &[5, 10] } else { &[5, 10, 20] };
+            for (i, &ms) in delays.iter().enumerate() {
+                let f = f.jittered(Duration::from_millis(ms), 30 + i as u64);
+                match verdict(&f) {
+                    Some((_, Label::Voip, ..)) => {}
+                    v => missed.push(format!("{}: {v:?}", f.name)),
+                }
+            }
+        }
+        assert!(missed.is_empty(), "{missed:#?}");
     }
 
     /// ...and a call over the same links is still a call, a jittery path

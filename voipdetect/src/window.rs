@@ -160,10 +160,20 @@ impl DirWindow {
 
     /// The shortest packetisation interval (ms) that at least `min_share`
     /// of the gaps fall into: what bounds the rate of a stream that mixes
-    /// two intervals.
+    /// two intervals (20 and 40 ms, 20 and 60). The bucket right below the
+    /// main cadence's (see [`DirWindow::cadence`]) does not count: jitter
+    /// fills it, and a clock just faster than the interval (a 60 Hz game
+    /// tick, 16.7 ms, against 20 ms) spills into it whenever its packets
+    /// are held up, which would lift the bound to twice the rate.
     pub fn fastest_cadence(&self, min_share: f64) -> Option<u32> {
         let total = f64::from(self.gaps());
-        CADENCE_BUCKETS.iter().find(|&&(_, b)| total > 0.0 && f64::from(self.iat[b]) >= min_share * total).map(|&(ms, _)| ms)
+        let main = self.cadence().map(|(ms, _)| ms)?;
+        let main_bucket = CADENCE_BUCKETS.iter().find(|&&(ms, _)| ms == main).map(|&(_, b)| b)?;
+        CADENCE_BUCKETS
+            .iter()
+            .filter(|&&(_, b)| b == main_bucket || b + 2 <= main_bucket)
+            .find(|&&(_, b)| total > 0.0 && f64::from(self.iat[b]) >= min_share * total)
+            .map(|&(ms, _)| ms)
     }
 
     /// The packetisation interval (ms) whose rate `pps` is within a factor
@@ -198,18 +208,38 @@ impl DirWindow {
         })
     }
 
-    /// Gaps a `cadence_ms` clock cannot account for: those in the bucket
-    /// between its interval and twice it (see [`OFF_CLOCK_BUCKETS`]), beyond
-    /// as many gaps shorter than the interval. Jitter makes both kinds in
-    /// pairs (a late packet's long gap, then a short one as the next
-    /// arrives on time, or a burst as it catches up) and loss makes neither;
-    /// a faster clock that loses packets makes only the long ones (a 60 Hz
-    /// game's 16.7 ms ticks share the 20 ms bucket, and a lost tick leaves
-    /// 33 ms where a lost 20 ms frame leaves 40).
-    pub fn off_clock_gaps(&self, cadence_ms: u32) -> u32 {
-        let Some(&(_, off)) = OFF_CLOCK_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms) else { return 0 };
-        let shorter: u32 = self.iat[..off - 1].iter().sum();
-        self.iat[off].saturating_sub(shorter)
+    /// For a `cadence_ms` clock with a bucket between its interval and
+    /// twice it (see [`OFF_CLOCK_BUCKETS`]): the gaps in that bucket and
+    /// the gaps shorter than the interval. Loss makes neither; jitter makes
+    /// both in about equal numbers (a late packet's long gap, then a short
+    /// one or a burst as the next arrives on time); a faster clock that
+    /// loses packets makes only the long ones (a 60 Hz game's 16.7 ms
+    /// ticks share the 20 ms bucket, and a lost tick leaves 33 ms where a
+    /// lost 20 ms frame leaves 40).
+    pub fn off_clock_gaps(&self, cadence_ms: u32) -> Option<(u32, u32)> {
+        let &(_, off) = OFF_CLOCK_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms)?;
+        Some((self.iat[off], self.iat[..off - 1].iter().sum()))
+    }
+
+    /// For the same clocks: the gaps in the bucket right below the
+    /// interval's and in the bucket right above. Jitter fills both about
+    /// equally; a clock just faster than the interval (16.7 ms against
+    /// 20) spills into the one below whenever its packets are held up, and
+    /// into the one above only when they are lost.
+    pub fn fast_clock_gaps(&self, cadence_ms: u32) -> Option<(u32, u32)> {
+        let &(_, off) = OFF_CLOCK_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms)?;
+        Some((self.iat[off - 2], self.iat[off]))
+    }
+
+    /// Back-to-back packets beyond those that catch up after a late one:
+    /// extras off the clock (FEC, RTCP, retransmissions). A late packet
+    /// leaves a gap longer than the clock's (`cadence_ms`) bucket and the
+    /// next one, on time, follows it back to back; those bursts are the
+    /// clock's own packets and count towards its rate.
+    pub fn extra_bursts(&self, cadence_ms: u32) -> u32 {
+        let Some(&(_, b)) = CADENCE_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms) else { return self.iat[0] };
+        let late: u32 = self.iat[b + 1..].iter().sum();
+        self.iat[0].saturating_sub(late)
     }
 
     /// Among gaps that are not back-to-back (≥ 2 ms), the video frame
