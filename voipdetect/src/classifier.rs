@@ -476,7 +476,7 @@ impl Classifier {
     fn light_voice(&self, d: &DirWindow) -> Option<u32> {
         let t = &self.t;
         let (ms, share) = d.cadence()?;
-        let fastest = d.fastest_cadence(t.rate_cadence_min_share)?;
+        let fastest = d.fastest_cadence(ms, t.rate_cadence_min_share)?;
         // Gaps per second of the packets' own span rather than packets per
         // second of the window: over a few packets, the window's end adds
         // idle time, and N packets span N - 1 gaps.
@@ -511,30 +511,29 @@ impl Classifier {
         if pps < t.min_pps {
             return if pps >= t.quiet_min_pps && mean_size <= t.quiet_max_size { DirKind::Quiet { pps } } else { DirKind::Other };
         }
-        if pps <= t.max_pps
+        // What both voice tests ask first, worked out once.
+        let burst = d.gap_share(0);
+        let voice_shaped = pps <= t.max_pps
             && mean_size <= t.max_mean_size
-            && d.gap_share(0) <= t.max_burst_share
-            && d.size_stability_low() >= t.min_size_stability
+            && burst <= t.max_burst_share
+            && d.size_stability_low() >= t.min_size_stability;
+        if voice_shaped
             && let Some((cadence_ms, share)) = d.cadence()
             && share >= t.min_cadence_share
-            && let Some(fastest_ms) = d.fastest_cadence(t.rate_cadence_min_share)
+            && let Some(fastest_ms) = d.fastest_cadence(cadence_ms, t.rate_cadence_min_share)
             && pps * (1.0 - f64::from(d.extra_bursts(fastest_ms)) / f64::from(d.gaps()))
                 <= 1000.0 / f64::from(fastest_ms) * t.max_rate_over_cadence
             && self.on_clock(d, cadence_ms)
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
-        if pps <= t.max_pps
-            && mean_size <= t.max_mean_size
-            && d.gap_share(0) <= t.max_burst_share
-            && d.size_stability_low() >= t.min_size_stability
+        if voice_shaped
             && let Some((cadence_ms, share)) = d.jittered_cadence(pps, t.max_rate_over_cadence)
             && share >= t.jitter_min_share
             && self.on_clock(d, cadence_ms)
         {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
-        let burst = d.gap_share(0);
         if (t.video_pps.0..=t.video_pps.1).contains(&pps)
             && mean_size >= t.video_min_size
             && (t.video_burst_share.0..=t.video_burst_share.1).contains(&burst)

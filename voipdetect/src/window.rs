@@ -165,9 +165,9 @@ impl DirWindow {
     /// fills it, and a clock just faster than the interval (a 60 Hz game
     /// tick, 16.7 ms, against 20 ms) spills into it whenever its packets
     /// are held up, which would lift the bound to twice the rate.
-    pub fn fastest_cadence(&self, min_share: f64) -> Option<u32> {
+    /// `main` is the window's [`DirWindow::cadence`], which the caller has.
+    pub fn fastest_cadence(&self, main: u32, min_share: f64) -> Option<u32> {
         let total = f64::from(self.gaps());
-        let main = self.cadence().map(|(ms, _)| ms)?;
         let main_bucket = CADENCE_BUCKETS.iter().find(|&&(ms, _)| ms == main).map(|&(_, b)| b)?;
         CADENCE_BUCKETS
             .iter()
