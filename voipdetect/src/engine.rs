@@ -259,6 +259,22 @@ mod tests {
             .map(|e| ((e.at_ns - T0) as f64 / 1e9, e.label, e.basis, e.reason))
     }
 
+    /// Each of `flows` that is called, with its verdict: for look-alikes.
+    fn called(flows: impl IntoIterator<Item = Flow>) -> Vec<String> {
+        flows.into_iter().filter_map(|f| verdict(&f).map(|v| format!("{}: {v:?}", f.name))).collect()
+    }
+
+    /// Each of `flows` that is not called a call, with what it got: for calls.
+    fn missed(flows: impl IntoIterator<Item = Flow>) -> Vec<String> {
+        flows
+            .into_iter()
+            .filter_map(|f| match verdict(&f) {
+                Some((_, Label::Voip, ..)) => None,
+                v => Some(format!("{}: {v:?}", f.name)),
+            })
+            .collect()
+    }
+
     #[test]
     fn every_call_variant_is_caught() {
         let mut report = Vec::new();
@@ -378,15 +394,10 @@ mod tests {
     /// leave 33 ms gaps, where a 20 ms clock's leave 40 ms ones).
     #[test]
     fn no_lookalike_is_called_over_a_lossy_link() {
-        let mut called = Vec::new();
-        for f in pattern::decoys(SECS) {
-            for (i, share) in [0.05, 0.1, 0.15, 0.2, 0.3].into_iter().enumerate() {
-                let lossy = f.lossy(share, 7 + i as u64);
-                if let Some(v) = verdict(&lossy) {
-                    called.push(format!("{}: {v:?}", lossy.name));
-                }
-            }
-        }
+        let shares = [0.05, 0.1, 0.15, 0.2, 0.3];
+        let lossy =
+            pattern::decoys(SECS).into_iter().flat_map(|f| shares.into_iter().zip(7..).map(move |(share, seed)| f.lossy(share, seed)));
+        let called = called(lossy);
         assert!(called.is_empty(), "{called:#?}");
     }
 
@@ -397,14 +408,8 @@ mod tests {
     /// chance RTCP-looking packet and a voice-shaped half second.
     #[test]
     fn no_game_is_called_in_five_minutes() {
-        let mut called = Vec::new();
-        for f in pattern::decoys(300).into_iter().filter(|f| f.name.contains("game")) {
-            for f in [f.clone(), f.lossy(0.1, 3)] {
-                if let Some(v) = verdict(&f) {
-                    called.push(format!("{}: {v:?}", f.name));
-                }
-            }
-        }
+        let games = pattern::decoys(300).into_iter().filter(|f| f.name.contains("game"));
+        let called = called(games.flat_map(|f| [f.lossy(0.1, 3), f]));
         assert!(called.is_empty(), "{called:#?}");
     }
 
@@ -415,17 +420,13 @@ mod tests {
     /// the peer-to-peer game called so when its sender stalled.
     #[test]
     fn no_lookalike_is_called_over_a_jittery_link() {
-        let mut called = Vec::new();
-        for f in pattern::decoys(SECS * 4) {
-            for (i, ms) in [5, 10, 20, 30].into_iter().enumerate() {
-                let seed = 20 + i as u64;
-                for f in [f.jittered(Duration::from_millis(ms), seed), f.lossy(0.1, seed).jittered(Duration::from_millis(ms), seed)] {
-                    if let Some(v) = verdict(&f) {
-                        called.push(format!("{}: {v:?}", f.name));
-                    }
-                }
-            }
-        }
+        let jittery = pattern::decoys(SECS * 4).into_iter().flat_map(|f| {
+            [5, 10, 20, 30].into_iter().zip(20..).flat_map(move |(ms, seed)| {
+                let max = Duration::from_millis(ms);
+                [f.jittered(max, seed), f.lossy(0.1, seed).jittered(max, seed)]
+            })
+        });
+        let called = called(jittery);
         assert!(called.is_empty(), "{called:#?}");
     }
 
@@ -435,17 +436,11 @@ mod tests {
     /// the call's audio conversation is caught.)
     #[test]
     fn every_call_variant_is_caught_over_a_jittery_link() {
-        let mut missed = Vec::new();
-        for f in pattern::call_variants(SECS) {
+        let jittery = pattern::call_variants(SECS).into_iter().flat_map(|f| {
             let delays: &[u64] = if f.name == "video call: video" { &[5, 10] } else { &[5, 10, 20] };
-            for (i, &ms) in delays.iter().enumerate() {
-                let f = f.jittered(Duration::from_millis(ms), 30 + i as u64);
-                match verdict(&f) {
-                    Some((_, Label::Voip, ..)) => {}
-                    v => missed.push(format!("{}: {v:?}", f.name)),
-                }
-            }
-        }
+            delays.iter().zip(30..).map(move |(&ms, seed)| f.jittered(Duration::from_millis(ms), seed))
+        });
+        let missed = missed(jittery);
         assert!(missed.is_empty(), "{missed:#?}");
     }
 
@@ -456,17 +451,11 @@ mod tests {
     /// frames' 120 ms gaps share a bucket with pauses (see `LOSS_BUCKETS`).
     #[test]
     fn every_call_variant_is_caught_over_a_lossy_link() {
-        let mut missed = Vec::new();
-        for f in pattern::call_variants(SECS) {
+        let lossy = pattern::call_variants(SECS).into_iter().flat_map(|f| {
             let shares: &[f64] = if f.name.contains("60 ms over a jittery") { &[0.05, 0.1] } else { &[0.05, 0.1, 0.2] };
-            for (i, &share) in shares.iter().enumerate() {
-                let lossy = f.lossy(share, 11 + i as u64);
-                match verdict(&lossy) {
-                    Some((_, Label::Voip, ..)) => {}
-                    v => missed.push(format!("{}: {v:?}", lossy.name)),
-                }
-            }
-        }
+            shares.iter().zip(11..).map(move |(&share, seed)| f.lossy(share, seed))
+        });
+        let missed = missed(lossy);
         assert!(missed.is_empty(), "{missed:#?}");
     }
 

@@ -168,7 +168,7 @@ impl DirWindow {
     /// `main` is the window's [`DirWindow::cadence`], which the caller has.
     pub fn fastest_cadence(&self, main: u32, min_share: f64) -> Option<u32> {
         let total = f64::from(self.gaps());
-        let main_bucket = CADENCE_BUCKETS.iter().find(|&&(ms, _)| ms == main).map(|&(_, b)| b)?;
+        let main_bucket = cadence_bucket(main)?;
         CADENCE_BUCKETS
             .iter()
             .filter(|&&(_, b)| b == main_bucket || b + 2 <= main_bucket)
@@ -200,7 +200,8 @@ impl DirWindow {
                 .filter(|&&(at, _, _)| at == ms)
                 .fold((0, 0), |(lost, long), &(_, bucket, frames)| (lost + frames * self.iat[bucket], long + self.iat[bucket]));
             let sent = pps * f64::from(total + lost) / f64::from(total);
-            if !(pps <= clock * tolerance && sent * tolerance >= clock && sent <= clock * tolerance) {
+            // (`sent` is never below `pps`: its bound holds `pps` too.)
+            if !(sent * tolerance >= clock && sent <= clock * tolerance) {
                 return None;
             }
             let near: u32 = self.iat[b.saturating_sub(1)..=(b + 1).min(IAT_BUCKETS - 1)].iter().sum();
@@ -209,7 +210,7 @@ impl DirWindow {
     }
 
     /// For a `cadence_ms` clock with a bucket between its interval and
-    /// twice it (see [`OFF_CLOCK_BUCKETS`]): the gaps in that bucket and
+    /// twice it (see [`OFF_CLOCK_CADENCES`]): the gaps in that bucket and
     /// the gaps shorter than the interval. Loss makes neither; jitter makes
     /// both in about equal numbers (a late packet's long gap, then a short
     /// one or a burst as the next arrives on time); a faster clock that
@@ -217,8 +218,8 @@ impl DirWindow {
     /// ticks share the 20 ms bucket, and a lost tick leaves 33 ms where a
     /// lost 20 ms frame leaves 40).
     pub fn off_clock_gaps(&self, cadence_ms: u32) -> Option<(u32, u32)> {
-        let &(_, off) = OFF_CLOCK_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms)?;
-        Some((self.iat[off], self.iat[..off - 1].iter().sum()))
+        let b = off_clock_cadence_bucket(cadence_ms)?;
+        Some((self.iat[b + 1], self.iat[..b].iter().sum()))
     }
 
     /// For the same clocks: the gaps in the bucket right below the
@@ -227,8 +228,8 @@ impl DirWindow {
     /// 20) spills into the one below whenever its packets are held up, and
     /// into the one above only when they are lost.
     pub fn fast_clock_gaps(&self, cadence_ms: u32) -> Option<(u32, u32)> {
-        let &(_, off) = OFF_CLOCK_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms)?;
-        Some((self.iat[off - 2], self.iat[off]))
+        let b = off_clock_cadence_bucket(cadence_ms)?;
+        Some((self.iat[b - 1], self.iat[b + 1]))
     }
 
     /// Back-to-back packets beyond those that catch up after a late one:
@@ -237,7 +238,7 @@ impl DirWindow {
     /// next one, on time, follows it back to back; those bursts are the
     /// clock's own packets and count towards its rate.
     pub fn extra_bursts(&self, cadence_ms: u32) -> u32 {
-        let Some(&(_, b)) = CADENCE_BUCKETS.iter().find(|&&(ms, _)| ms == cadence_ms) else { return self.iat[0] };
+        let Some(b) = cadence_bucket(cadence_ms) else { return self.iat[0] };
         let late: u32 = self.iat[b + 1..].iter().sum();
         self.iat[0].saturating_sub(late)
     }
@@ -286,12 +287,22 @@ impl DirWindow {
     }
 }
 
-/// Packetisation intervals (ms) with a gap bucket between the interval's
-/// own and twice the interval that no loss of that clock fills: 20 ms (the
+/// Packetisation intervals (ms) whose next gap bucket up lies between the
+/// interval and twice it, where no loss of that clock falls: 20 ms (the
 /// 30 ms bucket; a lost frame leaves 40) and 30 ms (the 40 ms bucket; 60).
 /// 10 ms has none (its losses leave 20 and 30 ms), nor 40 and 60 ms (codecs
 /// mix 40 and 60 ms frames; the bucket after 60 ms spans 80–250 ms).
-pub const OFF_CLOCK_BUCKETS: [(u32, usize); 2] = [(20, 4), (30, 5)];
+pub const OFF_CLOCK_CADENCES: [u32; 2] = [20, 30];
+
+/// The gap bucket of a packetisation interval (see `CADENCE_BUCKETS`).
+fn cadence_bucket(ms: u32) -> Option<usize> {
+    CADENCE_BUCKETS.iter().find(|&&(at, _)| at == ms).map(|&(_, b)| b)
+}
+
+/// [`cadence_bucket`] of one of the [`OFF_CLOCK_CADENCES`].
+fn off_clock_cadence_bucket(ms: u32) -> Option<usize> {
+    OFF_CLOCK_CADENCES.contains(&ms).then(|| cadence_bucket(ms)).flatten()
+}
 
 /// Where a codec clock's lost frames leave their gaps: (interval ms, gap
 /// bucket, frames lost). 20 ms: 40 ms (bucket 5) is one lost, 60 ms

@@ -309,10 +309,9 @@ impl Conv {
             return None;
         }
         let t = &cfg.thresholds;
-        let young = secs(now_ns.saturating_sub(self.first_seen())) <= t.hinted_within_s;
-        let finding = classifier.early(proto, dirs, if young { self.hints } else { Hints::default() })?;
-        let settled = secs(now_ns.saturating_sub(self.first_seen())) >= t.one_way_settle_s
-            || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
+        let age_s = secs(now_ns.saturating_sub(self.first_seen()));
+        let finding = classifier.early(proto, dirs, if age_s <= t.hinted_within_s { self.hints } else { Hints::default() })?;
+        let settled = age_s >= t.one_way_settle_s || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
         match finding {
             Finding::OneWay { .. } if !settled => None,
             // One-way media already reported: only a call changes that.
