@@ -1,6 +1,6 @@
 //! The flow tables: open addressing over `BPF_F_MMAPABLE` arrays the XDP
 //! program owns and the controller reads through `mmap`, one for IPv4
-//! (a 16-byte key: 128-byte slots) and one for IPv6 (40 bytes: 144).
+//! (a 16-byte key: 128-byte slots) and one for IPv6 (40 bytes: 152).
 //!
 //! A flow lives in one of [`PROBES`] consecutive slots from the one its
 //! keyed hash names (sixteen: with linear probing's clusters, eight left
@@ -36,7 +36,8 @@ pub const LIVE: u32 = 2;
 /// Its flow was retired; skipped by lookups, reused by inserts.
 pub const TOMB: u32 = 3;
 
-/// An IPv4 direction-flow: key words, state, generation, counters.
+/// An IPv4 direction-flow: key words, state, generation, counters, and
+/// the controller's own words.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Slot4 {
@@ -44,7 +45,7 @@ pub struct Slot4 {
     /// State and generation (see the module docs and [`tag`]).
     pub tag: u64,
     pub c: FlowCounters,
-    pub _pad: [u8; 8],
+    pub user: UserWords,
 }
 const _: () = assert!(size_of::<Slot4>() == 128);
 
@@ -55,8 +56,24 @@ pub struct Slot6 {
     pub key: [u64; 5],
     pub tag: u64,
     pub c: FlowCounters,
+    pub user: UserWords,
 }
-const _: () = assert!(size_of::<Slot6>() == 144);
+const _: () = assert!(size_of::<Slot6>() == 152);
+
+/// Two words of a slot that belong to the controller: the program never
+/// reads or writes them, not even when a new flow takes the slot. The
+/// controller keeps there what it tracks per slot between polls (a stamp
+/// of the latest packet it saw, and where it keeps the flow's state), so
+/// that costs no memory of its own: in the IPv4 slot they were padding,
+/// and a side array of them was 24 bytes of controller memory per flow at
+/// the table's working load. Whoever reads them must take them as hints
+/// (a slot's new flow inherits its predecessor's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UserWords {
+    pub stamp: u32,
+    pub place: u32,
+}
 
 /// A tag: `state` with `generation`.
 #[inline(always)]
@@ -104,6 +121,7 @@ pub fn key6(k: &FlowKey) -> [u64; 5] {
 }
 
 /// The flow key of an IPv4 slot's words.
+#[inline]
 pub fn flow_key4(w: &[u64; 2]) -> FlowKey {
     let mut k = FlowKey { family: FAMILY_V4, ..Default::default() };
     k.src[..4].copy_from_slice(&(w[0] as u32).to_le_bytes());

@@ -15,7 +15,7 @@ use voipdetect_common::SessionTag;
 use crate::{
     clock::{Wall, monotonic_ns, rfc3339, unix_now_ns},
     config::{PSEUDONYM_KEY_ENV, Settings},
-    controller::{Controller, NO_PLACE},
+    controller::Controller,
     datapath::{Datapath, LoadOptions, ifindex, ifname, private_mount_namespace},
     event::{Command, EventKind, PollOutput},
     metrics::{Metrics, Tracked},
@@ -112,7 +112,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut changes = dp.change_tracker(NO_PLACE);
+    let mut changes = dp.change_tracker();
     let mut tick = tokio::time::interval(s.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = s.duration.map(|d| tokio::time::Instant::now() + d);

@@ -13,7 +13,7 @@ use voipdetect_common::{
 
 use voipdetect::{
     clock::monotonic_ns,
-    controller::{Config, Controller, NO_PLACE},
+    controller::{Config, Controller},
     datapath::{ChangeTracker, Datapath, LoadOptions},
 };
 
@@ -130,7 +130,7 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
 
         let mut ctl = Controller::new(Config::default());
         let rss_before = rss();
-        let mut changes = dp.change_tracker(NO_PLACE);
+        let mut changes = dp.change_tracker();
         let mut clock = now;
         let t0 = Instant::now();
         dp.for_each_changed_flow(&mut changes, |k, c, place| ctl.observe_hinted(k, c, place));
@@ -167,7 +167,7 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
                 format!("{:.0} MiB, {:.0} B per direction-flow", m6 as f64 / 1048576.0, m6 as f64 / f64::from(s6)),
             ]);
             mem.row(vec![
-                "slot as laid out (key + tag + counters)".into(),
+                "slot as laid out (key + tag + counters + controller words)".into(),
                 format!("IPv4 {} B, IPv6 {} B", size_of::<Slot4>(), size_of::<Slot6>()),
             ]);
             mem.row(vec![format!("controller RSS with {n} flows tracked"), format!("{:.0} MiB", rss_after as f64 / 1048576.0)]);

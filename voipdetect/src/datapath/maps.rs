@@ -47,14 +47,12 @@ impl Stats {
     }
 }
 
-/// What [`Maps::for_each_changed_flow`] compares against. Besides the
-/// stamps it keeps a word per slot for the caller (the controller keeps
-/// the place of the slot's conversation there).
+/// Whose stamps [`Maps::for_each_changed_flow`] compares against: the
+/// stamps and the caller's words live in the slots themselves (see
+/// `UserWords`), salted per tracker so that another controller's (one
+/// that pinned the tables before a restart) are never taken for its own.
 pub struct ChangeTracker {
-    v4: Vec<u64>,
-    v6: Vec<u64>,
-    hints4: Vec<u32>,
-    hints6: Vec<u32>,
+    salt: u32,
 }
 
 /// The program's maps: owned by a loaded [`super::Datapath`], or opened
@@ -142,26 +140,27 @@ impl Maps {
         Ok(self.flows4.for_each(|_, k, _, c| f(k, c)) + self.flows6.for_each(|_, k, _, c| f(k, c)))
     }
 
-    /// Every slot's latest packet time as [`Maps::for_each_changed_flow`]
-    /// last saw it, and the caller's word for each slot, `hint` at first
-    /// (12 bytes a slot).
-    pub fn change_tracker(&self, hint: u32) -> ChangeTracker {
-        let (n4, n6) = (self.flows4.slots() as usize, self.flows6.slots() as usize);
-        ChangeTracker { v4: vec![0; n4], v6: vec![0; n6], hints4: vec![hint; n4], hints6: vec![hint; n6] }
+    /// A tracker for [`Maps::for_each_changed_flow`]: its first walk
+    /// reports every flow. Only one may be in use on a table at a time
+    /// (they share the slots' words).
+    pub fn change_tracker(&self) -> ChangeTracker {
+        // Any per-process randomness will do: std's hasher keys are.
+        use std::hash::{BuildHasher as _, Hasher as _};
+        ChangeTracker { salt: std::collections::hash_map::RandomState::new().build_hasher().finish() as u32 }
     }
 
     /// Calls `f` for the direction-flows with packets (or drops) since the
-    /// previous call with `tracker`, with the caller's word for the slot:
-    /// a poll's work follows what changed, and reading an unchanged slot
-    /// costs a compare. Returns (flows tracked, flows changed).
+    /// previous call with `tracker`, with the caller's word for the slot
+    /// (a hint: a slot's new flow finds its predecessor's): a poll's work
+    /// follows what changed, and reading an unchanged slot costs a
+    /// compare. Returns (flows tracked, flows changed).
     pub fn for_each_changed_flow(
         &self,
         tracker: &mut ChangeTracker,
         mut f: impl FnMut(&FlowKey, &FlowCounters, &mut u32),
     ) -> (usize, usize) {
-        let ChangeTracker { v4, v6, hints4, hints6 } = tracker;
-        let (n4, c4) = self.flows4.for_each_changed(v4, |idx, k, _, c| f(k, c, &mut hints4[idx as usize]));
-        let (n6, c6) = self.flows6.for_each_changed(v6, |idx, k, _, c| f(k, c, &mut hints6[idx as usize]));
+        let (n4, c4) = self.flows4.for_each_changed(tracker.salt, |_, k, _, c, place| f(k, c, place));
+        let (n6, c6) = self.flows6.for_each_changed(tracker.salt, |_, k, _, c, place| f(k, c, place));
         (n4 + n6, c4 + c6)
     }
 

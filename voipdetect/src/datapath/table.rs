@@ -17,15 +17,20 @@ use std::{
 use voipdetect_common::{
     FlowCounters, FlowKey,
     features::cas64,
-    table::{BUSY, EMPTY, LIVE, PROBES, Slot4, Slot6, TOMB, flow_key4, flow_key6, generation, hash, key4, key6, slot_index, state, tag},
+    table::{
+        BUSY, EMPTY, LIVE, PROBES, Slot4, Slot6, TOMB, UserWords, flow_key4, flow_key6, generation, hash, key4, key6, slot_index, state,
+        tag,
+    },
 };
 
 /// What the table code needs of a slot type.
 pub trait Slot: Copy + Default {
-    /// Byte offsets of the tag, the counters and the counters' media flag.
+    /// Byte offsets of the tag, the counters, the counters' media flag and
+    /// the controller's words.
     const TAG_AT: usize;
     const COUNTERS_AT: usize;
     const MEDIA_AT: usize;
+    const USER_AT: usize;
     type Words: Copy + PartialEq;
     fn words(k: &FlowKey) -> Self::Words;
     fn key_words(&self) -> Self::Words;
@@ -44,6 +49,7 @@ macro_rules! slot_impl {
             const TAG_AT: usize = std::mem::offset_of!($slot, tag);
             const COUNTERS_AT: usize = std::mem::offset_of!($slot, c);
             const MEDIA_AT: usize = std::mem::offset_of!($slot, c) + std::mem::offset_of!(FlowCounters, media);
+            const USER_AT: usize = std::mem::offset_of!($slot, user);
             type Words = $words;
             fn words(k: &FlowKey) -> $words {
                 $to_words(k)
@@ -179,30 +185,49 @@ impl<S: Slot> Table<S> {
         n
     }
 
+    /// Slot `idx`'s controller words (see `UserWords`), aligned inside the
+    /// mapping.
+    fn user_ptr(&self, idx: u32) -> *mut UserWords {
+        // SAFETY: USER_AT is the words' offset inside the slot.
+        unsafe { self.ptr(idx).cast::<u8>().add(S::USER_AT).cast::<UserWords>() }
+    }
+
     /// Like [`Table::for_each`], but calls `f` only for the flows whose
-    /// latest packet is not the one `stamps` (one per slot) recorded at the
-    /// previous call, and records the new ones. Returns (flows, changed).
-    pub fn for_each_changed(&self, stamps: &mut [u64], mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters)) -> (usize, usize) {
+    /// latest packet is not the one this walk's caller saw last time, with
+    /// the caller's word for the slot (`place`, which `f` may change).
+    /// Both are kept in the slot's controller words: the stamp is the
+    /// latest packet time folded to 32 bits and salted with `salt`, one
+    /// per process, so the stamps a previous controller left in a table it
+    /// pinned never pass for this one's. (Two packet times that fold to
+    /// the same stamp would hide one change for one poll: a chance of one
+    /// in 2^31 per changed flow, which the flow's next packet undoes.)
+    /// Returns (flows, changed).
+    pub fn for_each_changed(&self, salt: u32, mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters, &mut u32)) -> (usize, usize) {
         let (mut n, mut changed) = (0, 0);
-        for (idx, stamp) in (0..self.slots).zip(stamps.iter_mut()) {
+        for idx in 0..self.slots {
+            if state(self.tag_now(idx)) != LIVE {
+                continue;
+            }
+            let user = self.user_ptr(idx);
+            // SAFETY: an aligned struct of two u32 in the mapping, written
+            // only by this process (the program never touches it).
+            let mut words = unsafe { std::ptr::read_volatile(user) };
             // An unchanged flow costs two words, not a copy of its slot
             // (at a million flows with few changing, the copies were most
             // of a poll).
-            if *stamp != 0 && state(self.tag_now(idx)) == LIVE && self.last_seen_now(idx) == *stamp {
+            if words.stamp == stamp(self.last_seen_now(idx), salt) {
                 n += 1;
                 continue;
             }
-            match self.read(idx) {
-                Some(s) => {
-                    n += 1;
-                    let seen = s.counters().last_seen_ns;
-                    if *stamp != seen {
-                        *stamp = seen;
-                        changed += 1;
-                        f(idx, &s.key(), s.tag(), s.counters());
-                    }
-                }
-                None => *stamp = 0,
+            let Some(s) = self.read(idx) else { continue };
+            n += 1;
+            let now = stamp(s.counters().last_seen_ns, salt);
+            if words.stamp != now {
+                changed += 1;
+                words.stamp = now;
+                f(idx, &s.key(), s.tag(), s.counters(), &mut words.place);
+                // SAFETY: as above.
+                unsafe { std::ptr::write_volatile(user, words) };
             }
         }
         (n, changed)
@@ -291,6 +316,12 @@ impl<S: Slot> Table<S> {
     pub fn bytes_per_slot() -> usize {
         size_of::<S>()
     }
+}
+
+/// A packet time as a change stamp (see [`Table::for_each_changed`]):
+/// never 0, which is what a slot nobody stamped holds.
+fn stamp(last_seen_ns: u64, salt: u32) -> u32 {
+    ((last_seen_ns ^ last_seen_ns >> 32) as u32 ^ salt) | 1
 }
 
 /// A volatile copy of a slot, a word at a time: a volatile read of the
