@@ -570,6 +570,10 @@ impl Settings {
                 "windows_needed, rtp_min_in_seq and held_rtp_in_seq must be at least 1, held_min_packets at least 3",
             ));
         }
+        // A run of windows is counted in a byte per conversation.
+        if t.windows_needed > u32::from(u8::MAX) {
+            return Err(key_err("thresholds.windows_needed", format!("{} must be at most 255", t.windows_needed)));
+        }
         Ok(())
     }
 
@@ -704,6 +708,7 @@ mod tests {
             ("interfaces = [\"a\"]\n[outputs]\nmetrics = \"localhost\"", "outputs.metrics"),
             ("interfaces = [\"a\"]\n[thresholds]\nmin_size_stability = 2.0", "thresholds.min_size_stability"),
             ("interfaces = [\"a\"]\n[thresholds]\nmin_pps = 500.0", "thresholds.min_pps"),
+            ("interfaces = [\"a\"]\n[thresholds]\nwindows_needed = 256", "thresholds.windows_needed"),
             ("interfaces = [\"a\"]\n[outputs]\npseudonymize_ips = true", "outputs.pseudonym_key"),
             ("interfaces = [\"a\"]\n[outputs]\nformat = \"xml\"", "outputs.format"),
             ("interfaces = [\"a\"]\nmark_dscp = 64", "mark_dscp"),

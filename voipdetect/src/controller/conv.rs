@@ -2,8 +2,6 @@
 //! at the start of the window and at the latest poll, the run of call-like
 //! windows, the one-way leg it may be, and its verdict with its lifetime.
 
-use std::num::NonZeroU64;
-
 use voipdetect_common::FlowCounters;
 
 use super::config::Config;
@@ -89,7 +87,7 @@ pub(super) struct ActiveVerdict {
 // and poll time (BENCHMARKS.md). DirState's 120 bytes fill a 128-byte
 // allocation.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(size_of::<Conv>() <= 96 && size_of::<DirState>() <= 120);
+const _: () = assert!(size_of::<Conv>() <= 64 && size_of::<LegRun>() == 12 && size_of::<DirState>() <= 120);
 
 /// [`Conv::session`] when there is none: session ids have 48 bits.
 const NO_SESSION: u64 = u64::MAX;
@@ -105,7 +103,8 @@ pub(super) enum Upkeep {
 }
 
 /// One-way voice windows in a row: the latest window's [`Leg`], kept in
-/// 16 bytes rather than 48 (every conversation has one).
+/// 12 bytes rather than 48 (every conversation has one). The run
+/// saturates at 255 windows, the most `windows_needed` may ask for.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct LegRun {
     pps: f32,
@@ -113,7 +112,7 @@ pub(super) struct LegRun {
     cadence_ms: u16,
     /// The sending direction, or [`LegRun::NONE`].
     sender: u8,
-    pub(super) streak: u16,
+    pub(super) streak: u8,
 }
 
 impl Default for LegRun {
@@ -160,9 +159,6 @@ pub(super) struct Conv {
     talked: [bool; 2],
     /// STUN/DTLS/RTCP seen so far in this conversation.
     pub(super) hints: Hints,
-    /// Reason and basis of the latest call-like window.
-    reason: Option<Box<str>>,
-    basis: Basis,
     pub(super) verdict: Option<Box<ActiveVerdict>>,
     /// Created during the poll in progress. Its first window starts at the
     /// earliest first packet of the directions seen in that poll, whichever
@@ -176,11 +172,6 @@ pub(super) struct Conv {
     /// so far) carried payload: a conversation sleeps only after a whole
     /// window without.
     pub(super) busy: bool,
-    /// Nothing to do until a packet arrives (see [`Conv::settle`]): a poll
-    /// passes it over but for its idle time, which it keeps here.
-    /// (Never 0: the clocks run from boot or the epoch, and 0 is what the
-    /// walk's sleep words read as awake.)
-    pub(super) dormant: Option<NonZeroU64>,
 }
 
 impl Conv {
@@ -191,31 +182,29 @@ impl Conv {
             streak: 0,
             talked: [false; 2],
             hints: Hints::default(),
-            reason: None,
-            basis: Basis::Behaviour,
             verdict: None,
             fresh: true,
             leg: LegRun::default(),
             session: NO_SESSION,
             busy: false,
-            dormant: None,
         }
     }
 
     /// Records direction `idx`'s counters as read in this poll; the poll
-    /// before ended at `last_poll_ns`.
-    pub(super) fn observe(&mut self, idx: usize, c: &FlowCounters, last_poll_ns: u64) {
+    /// before ended at `last_poll_ns`. `sleep` is the conversation's sleep
+    /// word (see [`Conv::settle`]), cleared if this wakes it.
+    pub(super) fn observe(&mut self, idx: usize, c: &FlowCounters, last_poll_ns: u64, sleep: &mut u64) {
         if self.fresh {
             self.win_start_ns = self.win_start_ns.min(c.first_seen_ns);
         }
-        if self.dormant.is_some() {
+        if *sleep != 0 {
             if self.dirs[idx].as_ref().is_some_and(|d| d.first_seen_ns == c.first_seen_ns && d.last_seen_ns == c.last_seen_ns) {
                 return;
             }
             // Awake: its window starts where the quiet ended, at the last
             // poll that saw nothing new (where the windows it slept
             // through, each empty, would have left it).
-            self.dormant = None;
+            *sleep = 0;
             self.win_start_ns = self.win_start_ns.max(last_poll_ns);
         }
         match &mut self.dirs[idx] {
@@ -324,28 +313,30 @@ impl Conv {
     /// `windows_needed` call-like windows ran in a row with both sides
     /// having spoken.
     pub(super) fn judge(&mut self, cfg: &Config, classifier: &Classifier, proto: u8, kinds: [DirKind; 2]) -> Option<Finding> {
-        let video = |reason: &str| if reason.contains("video") { Basis::Video } else { Basis::Behaviour };
-        match classifier.judge_kinds(proto, kinds) {
+        // The run is complete only after a call-like window (a held one
+        // changes neither the streak nor who talked), so its reason is
+        // this window's: nothing of it needs keeping between windows.
+        let reason = match classifier.judge_kinds(proto, kinds) {
             WindowJudgement::Media { reason } => {
                 self.streak += 1;
                 self.talked = [true; 2];
-                self.basis = video(&reason);
-                self.reason = Some(reason.into_boxed_str());
+                reason
             }
             WindowJudgement::Half { talker, reason } => {
                 self.streak += 1;
                 self.talked[talker] = true;
-                self.basis = video(&reason);
-                self.reason = Some(reason.into_boxed_str());
+                reason
             }
-            WindowJudgement::Hold => {}
+            WindowJudgement::Hold => return None,
             WindowJudgement::Other => {
                 self.streak = 0;
                 self.talked = [false; 2];
+                return None;
             }
-        }
+        };
         if self.streak >= cfg.thresholds.windows_needed && self.talked == [true; 2] {
-            return self.reason.take().map(|reason| Finding::Call { reason: reason.into(), basis: self.basis });
+            let basis = if reason.contains("video") { Basis::Video } else { Basis::Behaviour };
+            return Some(Finding::Call { reason, basis });
         }
         None
     }
@@ -375,16 +366,14 @@ impl Conv {
         Upkeep::None
     }
 
-    /// Puts the conversation to sleep when nothing is pending: no verdict,
+    /// The sleep word for a conversation with nothing pending: no verdict,
     /// no session, nothing since its window started, and no run of windows,
-    /// leg or structure carried from before (a reason kept from an old
-    /// call-like window is overwritten before a new run can use it).
-    /// (Plain conversations sleep by their own rule: see `each_conv`.)
-    /// Every poll until its next
-    /// packet would then find an empty window and leave it as it is, so
-    /// the polls can pass it over (the controller's work follows what
-    /// changed, not what exists). Whether it sleeps.
-    pub(super) fn settle(&mut self) -> bool {
+    /// leg or structure carried from before. (Plain conversations sleep by
+    /// their own rule: see `each_conv`.) Every poll until its next packet
+    /// would then find an empty window and leave it as it is, so the polls
+    /// can pass it over (the controller's work follows what changed, not
+    /// what exists). 0 when something is pending.
+    pub(super) fn settle(&self) -> u64 {
         let quiet = self.verdict.is_none()
             && self.session().is_none()
             && !self.fresh
@@ -394,15 +383,15 @@ impl Conv {
             && self.talked == [false; 2]
             && self.leg.leg().is_none()
             && !self.busy;
-        if quiet {
-            self.sleep();
-        }
-        quiet
+        if quiet { self.sleep() } else { 0 }
     }
 
-    /// Asleep since its latest packet (see [`Conv::settle`]).
-    pub(super) fn sleep(&mut self) {
-        self.dormant = NonZeroU64::new(self.last_activity());
+    /// The sleep word of this conversation asleep: its latest activity,
+    /// which the walk compares with the idle timeout without reading the
+    /// conversation. (Never 0, which reads as awake, once it has packets:
+    /// the clocks run from boot or the epoch.)
+    pub(super) fn sleep(&self) -> u64 {
+        self.last_activity()
     }
 
     /// Starts the next window at `now_ns`.

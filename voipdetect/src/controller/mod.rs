@@ -119,7 +119,7 @@ impl Controller {
     /// Conversations asleep: nothing pending until their next packet (a
     /// poll passes them over).
     pub fn dormant(&self) -> usize {
-        self.convs.values().filter(|c| c.dormant.is_some()).count()
+        self.convs.asleep()
     }
 
     /// Sessions currently tracked (calls and their holds).
@@ -133,7 +133,7 @@ impl Controller {
     }
 
     /// The session of every conversation that has one (canonical keys).
-    pub fn session_of_each(&self) -> impl Iterator<Item = (&FlowKey, SessionId)> {
+    pub fn session_of_each(&self) -> impl Iterator<Item = (FlowKey, SessionId)> {
         self.convs.iter().filter_map(|(k, c)| Some((k, c.session()?)))
     }
 
@@ -153,8 +153,8 @@ impl Controller {
         // A flow of a packet or two with no media hint cannot be judged
         // yet: no state until it has more (floods and scans cost nothing).
         let new = || worth_tracking(c, min_packets).then(|| Conv::new(c.first_seen_ns));
-        if let Some(conv) = self.convs.find_or_insert(&canonical, hint, new) {
-            conv.observe(idx, c, self.last_poll_ns);
+        if let Some((conv, sleep)) = self.convs.find_or_insert(&canonical, hint, new) {
+            conv.observe(idx, c, self.last_poll_ns, sleep);
         }
     }
 
@@ -183,16 +183,18 @@ impl Controller {
         let suspects = sessions.suspects(cfg, now_ns);
         legs.clear();
         let idle = |last: u64| now_ns.saturating_sub(last) > cfg.idle_ns;
-        convs.retain(idle, |place, canonical, conv| {
-            // Asleep: only its idle time counts (no session, no verdict).
-            if let Some(last) = conv.dormant.map(u64::from) {
-                if idle(last) {
+        convs.retain(idle, |place, canonical, conv, sleep| {
+            // Asleep (and so idle, or the walk would have passed it over):
+            // only its idle time counts (no session, no verdict).
+            if *sleep != 0 {
+                let idle = idle(*sleep);
+                if idle {
                     out.commands.push(Command::Forget { keys: dir_keys(canonical) });
                 }
-                return !idle(last);
+                return !idle;
             }
             let at = Times { now_ns, unix_ns, prev_poll_ns };
-            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, at, &mut out);
+            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, sleep, at, &mut out);
             if keep && pairable(conv, &cfg.thresholds).is_some() {
                 legs.push(place);
             }
@@ -230,9 +232,9 @@ impl Controller {
             if let Some(v) = conv.verdict.take() {
                 let last = conv.last_activity();
                 let members = self.sessions.members(conv.session());
-                out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, last, members));
+                out.events.push(event(EventKind::Release, now_ns, &canonical, conv, &v, last, members));
                 if v.action.listed() {
-                    out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
+                    out.commands.push(Command::Unblock { keys: dir_keys(&canonical) });
                 }
             }
         }
@@ -260,6 +262,7 @@ fn each_conv(
     suspects: &Suspects,
     canonical: &FlowKey,
     conv: &mut Conv,
+    sleep: &mut u64,
     Times { now_ns, unix_ns, prev_poll_ns }: Times,
     out: &mut PollOutput,
 ) -> bool {
@@ -288,7 +291,7 @@ fn each_conv(
             // at its next packet (an idle connection costs no poll, and a
             // keep-alive every few seconds is not promoted for being slow).
             conv.close_window(&windows, now_ns);
-            conv.sleep();
+            *sleep = conv.sleep();
         }
         return keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     }
@@ -365,7 +368,7 @@ fn each_conv(
     }
     let keep = keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     if keep {
-        conv.settle();
+        *sleep = conv.settle();
     }
     keep
 }
@@ -523,7 +526,7 @@ fn follow_policy(
 /// the two legs alike (the same codec both ways): (socket, [the leg it
 /// sends on, the leg it receives on]), from the conversations at `places`.
 fn pair_legs(places: &[u32], convs: &Convs, t: &Thresholds) -> Vec<(Socket, [LegAt; 2])> {
-    let legs = || places.iter().filter_map(|&p| convs.at(p).and_then(|(k, c)| LegAt::of(k, c, t)));
+    let legs = || places.iter().filter_map(|&p| convs.at(p).and_then(|(k, c)| LegAt::of(&k, c, t)));
     // Only a socket that receives on one leg can pair: index the senders
     // among those alone (a poll may hold a million one-way legs, of which
     // a handful meet at a socket).
