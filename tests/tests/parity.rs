@@ -55,7 +55,7 @@ fn compare(name: &str, frames: &[(u64, Vec<u8>)]) {
         kernel.insert(*k, clockless(c));
     })
     .unwrap();
-    let replay: HashMap<FlowKey, FlowCounters> = engine.flows().iter().map(|(k, c)| (*k, clockless(c))).collect();
+    let replay: HashMap<FlowKey, FlowCounters> = engine.flows().map(|(k, c)| (*k, clockless(c))).collect();
     assert!(!replay.is_empty(), "{name}: no flows");
     assert_eq!(kernel.len(), replay.len(), "{name}: number of flow entries");
     for (k, r) in &replay {

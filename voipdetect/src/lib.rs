@@ -11,6 +11,8 @@
 //!  vocabulary   clock  key  event  policy
 //!  detection    window → classifier → controller → engine → replay (capture, plot)
 //!  kernel       datapath {pins, host, batch, maps, testrun*} → ops, metrics
+//!               (datapath's flow tables, like engine's, are a controller
+//!               `FlowTable`: datapath → controller)
 //!  drivers      config, state, report → outputs, run      (main.rs dispatches)
 //! ```
 //!
@@ -23,6 +25,7 @@
 //! - [`controller`]: conversations, windows, verdicts and their lifetimes.
 //! - [`engine`], [`replay`], [`capture`], [`plot`]: the offline driver.
 //! - [`datapath`]: load, attach, detach; maps; host facts; pins.
+//! - `prefetch`: fetching memory ahead of a walk that reads it at random.
 //! - [`config`], [`state`], [`ops`], [`run`]: settings, the state file,
 //!   the operator commands, the live driver; `report`, `outputs`,
 //!   `metrics`: where events go.
@@ -43,6 +46,7 @@ pub mod ops;
 mod outputs;
 pub mod plot;
 pub mod policy;
+mod prefetch;
 pub mod replay;
 mod report;
 pub mod run;

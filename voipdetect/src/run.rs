@@ -128,8 +128,13 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                 let started = Instant::now();
                 let now = monotonic_ns();
                 ctl.set_wall_offset(i128::from(unix_now_ns()) - i128::from(now));
-                let (flows, _) = dp.for_each_changed_flow(&mut changes, |k, c, place| ctl.observe_hinted(k, c, place));
-                let out = ctl.finish_poll(now);
+                let (flows, _) = dp.for_each_changed_flow(&mut changes, |at, k, c, word, soon| {
+                    if let Some(w) = soon {
+                        ctl.prefetch(w);
+                    }
+                    ctl.observe(at, k, c, word, &*dp);
+                });
+                let out = ctl.finish_poll(now, &*dp);
                 apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
                 if serving {
                     let tracked = Tracked { conversations: ctl.conversations(), sessions: ctl.sessions(), blocked: ctl.blocked() };
@@ -155,7 +160,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = monotonic_ns();
-    let out = ctl.release_all(now);
+    let out = ctl.release_all(now, &*dp);
     apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
     dp.detach_all();
     if let Some(dir) = &s.pin_dir {
@@ -187,7 +192,7 @@ fn apply(
         match cmd {
             // Only this controller and `voipdetect unblock` delete entries:
             // one it listed and finds gone was lifted by an operator.
-            Command::Block { keys, refresh: true, .. } if !dp.listed(keys)? => out.events.extend(ctl.lift(&keys[0], now_mono)),
+            Command::Block { keys, refresh: true, .. } if !dp.listed(keys)? => out.events.extend(ctl.lift(&keys[0], now_mono, &**dp)),
             Command::Block { keys, entry, .. } => dp.block(keys, *entry)?,
             Command::Unblock { keys } => dp.unblock(keys)?,
             Command::Forget { keys } => keys.iter().for_each(|k| dp.remove_flow(k)),

@@ -1,10 +1,14 @@
 //! One conversation as the controller keeps it: both directions' counters
-//! at the start of the window and at the latest poll, the run of call-like
-//! windows, the one-way leg it may be, and its verdict with its lifetime.
+//! at the start of the window and where to read the latest ones, the run
+//! of call-like windows, the one-way leg it may be, and its verdict with
+//! its lifetime.
 
 use voipdetect_common::FlowCounters;
 
-use super::config::Config;
+use super::{
+    config::Config,
+    table::{FlowTable, SlotRef},
+};
 use crate::{
     classifier::{Classifier, DirKind, Finding, Hints, Leg, WindowJudgement},
     clock::secs,
@@ -12,55 +16,35 @@ use crate::{
     window::{DirWindow, Snap},
 };
 
-/// What the controller keeps about one direction between polls.
-#[derive(Clone, Debug)]
+/// What the controller keeps about one direction between polls: its own
+/// figures and where its counters are (the latest are read from there when
+/// the conversation is judged: see [`Seen`]).
+#[derive(Clone, Debug, Default)]
 pub(super) struct DirState {
     /// Counters at the start of the current window.
     start: Snap,
-    /// Counters at the latest poll.
-    pub(super) cur: Snap,
-    pub(super) first_seen_ns: u64,
-    pub(super) last_seen_ns: u64,
-    pub(super) ifindex: u32,
-    rtp_ssrc: u32,
-    rtp_ts_step: u16,
-    rtp_pt: u8,
-    /// The kernel's media flag for this direction (see `FlowCounters::media`).
-    pub(super) media: u8,
     /// In-sequence RTP packets of the previous window: structure is judged
     /// over two windows, so a slow stream (WhatsApp sends 8 packets/s) is
     /// not cut in half by a window edge.
     prev_rtp_ok: u32,
+    at: SlotRef,
+    /// Its latest packet as of the latest poll that listed it: a
+    /// conversation asleep is told by it whether a listing is news, and
+    /// idle conversations are found without reading their slots.
+    pub(super) last_seen_ns: u64,
 }
 
 impl DirState {
-    fn fresh(c: &FlowCounters) -> Self {
-        let mut d = Self {
-            start: Snap::default(),
-            cur: Snap::default(),
-            first_seen_ns: 0,
-            last_seen_ns: 0,
-            ifindex: c.ifindex,
-            rtp_ssrc: 0,
-            rtp_ts_step: 0,
-            rtp_pt: 0,
-            media: 0,
-            prev_rtp_ok: 0,
-        };
-        d.read(c);
-        d
-    }
-
-    fn read(&mut self, c: &FlowCounters) {
-        self.cur = Snap::of(c);
-        self.first_seen_ns = c.first_seen_ns;
-        self.last_seen_ns = c.last_seen_ns;
-        self.rtp_ssrc = c.rtp_ssrc;
-        self.rtp_ts_step = c.rtp_ts_step;
-        self.rtp_pt = c.rtp_pt;
-        self.media = c.media;
+    fn fresh(at: SlotRef, c: &FlowCounters) -> Self {
+        Self { start: Snap::default(), prev_rtp_ok: 0, at, last_seen_ns: c.last_seen_ns }
     }
 }
+
+/// Both directions' counters as read from their slots for the poll in
+/// progress: None for a direction the conversation does not have, or
+/// whose slot has since taken another flow (the kernel evicted it: it
+/// counts as gone until the flow comes back).
+pub(super) struct Seen(pub(super) [Option<FlowCounters>; 2]);
 
 /// A verdict in force.
 #[derive(Clone, Debug)]
@@ -84,10 +68,9 @@ pub(super) struct ActiveVerdict {
 }
 
 // A million conversations are a million of each: growth here is memory
-// and poll time (BENCHMARKS.md). DirState's 120 bytes fill a 128-byte
-// allocation.
+// and poll time (BENCHMARKS.md).
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(size_of::<Conv>() <= 64 && size_of::<LegRun>() == 12 && size_of::<DirState>() <= 120);
+const _: () = assert!(size_of::<Conv>() <= 120 && size_of::<LegRun>() == 12 && size_of::<DirState>() <= 64);
 
 /// [`Conv::session`] when there is none: session ids have 48 bits.
 const NO_SESSION: u64 = u64::MAX;
@@ -150,12 +133,16 @@ impl LegRun {
 
 #[derive(Clone, Debug)]
 pub(super) struct Conv {
-    /// [canonical direction, reverse direction], boxed: most
-    /// conversations (scans, floods, lookups) only ever have one.
-    pub(super) dirs: [Option<Box<DirState>>; 2],
+    /// The direction seen first (the [`Conv::first_dir`]'s), in place: a
+    /// conversation with one direction (scans, floods, lookups, one-way
+    /// streams) needs no allocation, and a poll finds its counters' slot
+    /// without a second cache miss.
+    first: DirState,
+    /// The other direction, once seen.
+    second: Option<Box<DirState>>,
     pub(super) win_start_ns: u64,
     /// Consecutive call-like windows, and which sides spoke during them.
-    streak: u32,
+    streak: u16,
     talked: [bool; 2],
     /// STUN/DTLS/RTCP seen so far in this conversation.
     pub(super) hints: Hints,
@@ -172,12 +159,23 @@ pub(super) struct Conv {
     /// so far) carried payload: a conversation sleeps only after a whole
     /// window without.
     pub(super) busy: bool,
+    /// The kernel's media flag of each direction (see
+    /// `FlowCounters::media`) as of the latest poll that listed it, or as
+    /// the controller asked for it since: a bit per direction.
+    media: u8,
+    /// Which direction `first` is (0 canonical, 1 reverse), or
+    /// [`Conv::NO_DIR`] before any.
+    first_dir: u8,
 }
 
 impl Conv {
+    const NO_DIR: u8 = u8::MAX;
+
     pub(super) fn new(first_seen_ns: u64) -> Self {
         Self {
-            dirs: [None, None],
+            first: DirState::default(),
+            second: None,
+            first_dir: Self::NO_DIR,
             win_start_ns: first_seen_ns,
             streak: 0,
             talked: [false; 2],
@@ -187,18 +185,65 @@ impl Conv {
             leg: LegRun::default(),
             session: NO_SESSION,
             busy: false,
+            media: 0,
         }
     }
 
-    /// Records direction `idx`'s counters as read in this poll; the poll
-    /// before ended at `last_poll_ns`. `sleep` is the conversation's sleep
-    /// word (see [`Conv::settle`]), cleared if this wakes it.
-    pub(super) fn observe(&mut self, idx: usize, c: &FlowCounters, last_poll_ns: u64, sleep: &mut u64) {
+    /// Direction `i`'s state, if it has been seen.
+    fn dir(&self, i: usize) -> Option<&DirState> {
+        match self.first_dir {
+            Self::NO_DIR => None,
+            f if usize::from(f) == i => Some(&self.first),
+            _ => self.second.as_deref(),
+        }
+    }
+
+    fn dir_mut(&mut self, i: usize) -> Option<&mut DirState> {
+        match self.first_dir {
+            Self::NO_DIR => None,
+            f if usize::from(f) == i => Some(&mut self.first),
+            _ => self.second.as_deref_mut(),
+        }
+    }
+
+    /// Both directions' states (canonical, reverse).
+    fn dirs(&self) -> [Option<&DirState>; 2] {
+        [self.dir(0), self.dir(1)]
+    }
+
+    /// Sets direction `i`'s state.
+    fn set_dir(&mut self, i: usize, d: DirState) {
+        match self.first_dir {
+            Self::NO_DIR => {
+                self.first = d;
+                self.first_dir = i as u8;
+            }
+            f if usize::from(f) == i => self.first = d,
+            _ => self.second = Some(Box::new(d)),
+        }
+    }
+
+    /// The slots of its directions.
+    pub(super) fn slots(&self) -> impl Iterator<Item = SlotRef> + '_ {
+        let first = (self.first_dir != Self::NO_DIR).then_some(self.first.at);
+        first.into_iter().chain(self.second.as_ref().map(|d| d.at))
+    }
+
+    /// Both directions' latest counters, from their slots.
+    pub(super) fn seen(&self, table: &impl FlowTable) -> Seen {
+        Seen(self.dirs().map(|d| d.and_then(|d| table.read(d.at))))
+    }
+
+    /// Records that direction `idx` is in slot `at` with counters `c` in
+    /// this poll; the poll before ended at `last_poll_ns`. `sleep` is the
+    /// conversation's sleep word (see [`Conv::settle`]), cleared if this
+    /// wakes it.
+    pub(super) fn observe(&mut self, idx: usize, at: SlotRef, c: &FlowCounters, last_poll_ns: u64, sleep: &mut u64) {
         if self.fresh {
             self.win_start_ns = self.win_start_ns.min(c.first_seen_ns);
         }
         if *sleep != 0 {
-            if self.dirs[idx].as_ref().is_some_and(|d| d.first_seen_ns == c.first_seen_ns && d.last_seen_ns == c.last_seen_ns) {
+            if self.dir(idx).is_some_and(|d| d.at == at && d.last_seen_ns == c.last_seen_ns) {
                 return;
             }
             // Awake: its window starts where the quiet ended, at the last
@@ -207,12 +252,19 @@ impl Conv {
             *sleep = 0;
             self.win_start_ns = self.win_start_ns.max(last_poll_ns);
         }
-        match &mut self.dirs[idx] {
-            Some(d) if d.first_seen_ns == c.first_seen_ns => d.read(c),
-            // New direction, or the kernel evicted and recreated the entry:
-            // its counters restarted from zero.
-            slot => *slot = Some(Box::new(DirState::fresh(c))),
+        match self.dir_mut(idx) {
+            Some(d) if d.at == at => d.last_seen_ns = c.last_seen_ns,
+            // New direction, or the kernel evicted and recreated the entry
+            // (in another slot, or the same one a generation on): its
+            // counters restarted from zero.
+            _ => self.set_dir(idx, DirState::fresh(at, c)),
         }
+        self.set_media_of(idx, c.media != 0);
+    }
+
+    fn set_media_of(&mut self, idx: usize, media: bool) {
+        let bit = 1 << idx;
+        self.media = if media { self.media | bit } else { self.media & !bit };
     }
 
     pub(super) fn session(&self) -> Option<SessionId> {
@@ -225,16 +277,21 @@ impl Conv {
     }
 
     pub(super) fn last_activity(&self) -> u64 {
-        self.dirs.iter().flatten().map(|d| d.last_seen_ns).max().unwrap_or(0)
+        // Written out: every poll asks it of every conversation.
+        match (self.first_dir, &self.second) {
+            (Self::NO_DIR, _) => 0,
+            (_, None) => self.first.last_seen_ns,
+            (_, Some(d)) => self.first.last_seen_ns.max(d.last_seen_ns),
+        }
     }
 
-    pub(super) fn first_seen(&self) -> u64 {
-        self.dirs.iter().flatten().map(|d| d.first_seen_ns).min().unwrap_or(0)
+    pub(super) fn first_seen(seen: &Seen) -> u64 {
+        seen.0.iter().flatten().map(|c| c.first_seen_ns).min().unwrap_or(0)
     }
 
     /// Index of the direction whose first packet came first.
-    pub(super) fn initiator(&self) -> usize {
-        match &self.dirs {
+    pub(super) fn initiator(seen: &Seen) -> usize {
+        match &seen.0 {
             [Some(a), Some(b)] if b.first_seen_ns < a.first_seen_ns => 1,
             [None, Some(_)] => 1,
             _ => 0,
@@ -245,13 +302,15 @@ impl Conv {
     /// header checks) in any direction: it cannot be judged until the
     /// controller makes it media.
     pub(super) fn plain(&self) -> bool {
-        self.dirs.iter().flatten().any(|d| d.media == 0)
+        (0..2).any(|i| self.dir(i).is_some() && self.media & 1 << i == 0)
     }
 
     /// Records the media flag the controller asked the kernel for.
     pub(super) fn set_media(&mut self, media: bool) {
-        for d in self.dirs.iter_mut().flatten() {
-            d.media = u8::from(media);
+        for i in 0..2 {
+            if self.dir(i).is_some() {
+                self.set_media_of(i, media);
+            }
         }
     }
 
@@ -264,22 +323,22 @@ impl Conv {
     /// In-sequence media headers each direction has shown since it began
     /// (the kernel's 16-bit counters, which the controller sees long
     /// before they wrap).
-    pub(super) fn rtp_seen(&self) -> [u32; 2] {
-        self.dirs.each_ref().map(|d| d.as_ref().map_or(0, |d| u32::from(d.cur.rtp_ok)))
+    pub(super) fn rtp_seen(seen: &Seen) -> [u32; 2] {
+        seen.0.each_ref().map(|c| c.as_ref().map_or(0, |c| u32::from(c.rtp_ok)))
     }
 
     /// Both directions' activity in the window so far.
-    pub(super) fn windows(&self, now_ns: u64) -> [Option<DirWindow>; 2] {
+    pub(super) fn windows(&self, seen: &Seen, now_ns: u64) -> [Option<DirWindow>; 2] {
         // Written in place: built through `map`s, each window (144 B) was
         // copied four times, a tenth of a poll at a million conversations.
         let mut out = [None, None];
-        for (w, d) in out.iter_mut().zip(&self.dirs) {
-            let Some(d) = d else { continue };
-            let from = self.win_start_ns.max(d.first_seen_ns);
+        for ((w, d), c) in out.iter_mut().zip(self.dirs()).zip(&seen.0) {
+            let (Some(d), Some(c)) = (d, c) else { continue };
+            let from = self.win_start_ns.max(c.first_seen_ns);
             let span = secs(now_ns.saturating_sub(from));
-            let w = w.insert(DirWindow::between_snaps(&d.start, &d.cur, span, d.rtp_ssrc, d.rtp_ts_step, d.rtp_pt));
+            let w = w.insert(DirWindow::between_snaps(&d.start, &Snap::of(c), span, c.rtp_ssrc, c.rtp_ts_step, c.rtp_pt));
             w.rtp_ok += d.prev_rtp_ok;
-            w.active_s = secs(d.last_seen_ns.saturating_sub(from)).min(span);
+            w.active_s = secs(c.last_seen_ns.saturating_sub(from)).min(span);
         }
         out
     }
@@ -292,13 +351,14 @@ impl Conv {
         classifier: &Classifier,
         proto: u8,
         dirs: [Option<&DirWindow>; 2],
+        seen: &Seen,
         now_ns: u64,
     ) -> Option<Finding> {
         if !self.undecided() {
             return None;
         }
         let t = &cfg.thresholds;
-        let age_s = secs(now_ns.saturating_sub(self.first_seen()));
+        let age_s = secs(now_ns.saturating_sub(Self::first_seen(seen)));
         let finding = classifier.early(proto, dirs, if age_s <= t.hinted_within_s { self.hints } else { Hints::default() })?;
         let settled = age_s >= t.one_way_settle_s || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
         match finding {
@@ -318,12 +378,12 @@ impl Conv {
         // this window's: nothing of it needs keeping between windows.
         let reason = match classifier.judge_kinds(proto, kinds) {
             WindowJudgement::Media { reason } => {
-                self.streak += 1;
+                self.streak = self.streak.saturating_add(1);
                 self.talked = [true; 2];
                 reason
             }
             WindowJudgement::Half { talker, reason } => {
-                self.streak += 1;
+                self.streak = self.streak.saturating_add(1);
                 self.talked[talker] = true;
                 reason
             }
@@ -334,7 +394,7 @@ impl Conv {
                 return None;
             }
         };
-        if self.streak >= cfg.thresholds.windows_needed && self.talked == [true; 2] {
+        if u32::from(self.streak) >= cfg.thresholds.windows_needed && self.talked == [true; 2] {
             let basis = if reason.contains("video") { Basis::Video } else { Basis::Behaviour };
             return Some(Finding::Call { reason, basis });
         }
@@ -373,12 +433,13 @@ impl Conv {
     /// would then find an empty window and leave it as it is, so the polls
     /// can pass it over (the controller's work follows what changed, not
     /// what exists). 0 when something is pending.
-    pub(super) fn settle(&self) -> u64 {
+    pub(super) fn settle(&self, seen: &Seen) -> u64 {
+        let unchanged = |d: &DirState, c: &Option<FlowCounters>| c.as_ref().is_none_or(|c| d.start == Snap::of(c));
         let quiet = self.verdict.is_none()
             && self.session().is_none()
             && !self.fresh
             && !self.plain()
-            && self.dirs.iter().flatten().all(|d| d.start == d.cur && d.prev_rtp_ok == 0)
+            && self.dirs().into_iter().zip(&seen.0).all(|(d, c)| d.is_none_or(|d| unchanged(d, c) && d.prev_rtp_ok == 0))
             && self.streak == 0
             && self.talked == [false; 2]
             && self.leg.leg().is_none()
@@ -395,21 +456,19 @@ impl Conv {
     }
 
     /// Starts the next window at `now_ns`.
-    pub(super) fn close_window(&mut self, windows: &[Option<DirWindow>; 2], now_ns: u64) {
-        for (d, w) in self.dirs.iter_mut().zip(windows) {
-            if let (Some(d), Some(w)) = (d, w) {
+    pub(super) fn close_window(&mut self, windows: &[Option<DirWindow>; 2], seen: &Seen, now_ns: u64) {
+        for (i, (w, c)) in windows.iter().zip(&seen.0).enumerate() {
+            if let (Some(d), Some(w), Some(c)) = (self.dir_mut(i), w, c) {
                 d.prev_rtp_ok = w.rtp_ok - d.prev_rtp_ok;
-                d.start = d.cur;
+                d.start = Snap::of(c);
             }
         }
         self.win_start_ns = now_ns;
     }
 
     /// Packets (all kinds, dropped included) and payload bytes of direction `i`.
-    pub(super) fn totals_of(&self, i: usize) -> (u64, u64) {
-        self.dirs[i]
-            .as_ref()
-            .map_or((0, 0), |d| (u64::from(d.cur.packets) + u64::from(d.cur.empty) + u64::from(d.cur.dropped), d.cur.bytes()))
+    pub(super) fn totals_of(seen: &Seen, i: usize) -> (u64, u64) {
+        seen.0[i].as_ref().map_or((0, 0), |c| (u64::from(c.packets) + u64::from(c.empty) + u64::from(c.dropped), c.bytes))
     }
 }
 

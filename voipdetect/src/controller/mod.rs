@@ -1,7 +1,9 @@
 //! The controller's logic, independent of where counters come from and of
-//! what the clock is: the live driver feeds it the kernel's flow map every
-//! poll with CLOCK_MONOTONIC, the replay feeds it the same counters built
-//! from a capture with the capture's clock. It joins the two directions of
+//! what the clock is: the live driver lists it the program's flow-table
+//! slots that changed every poll, with CLOCK_MONOTONIC, and the replay the
+//! slots of its own table, built from a capture, with the capture's
+//! clock; either way the controller reads the latest counters from the
+//! slots when it judges ([`FlowTable`]). It joins the two directions of
 //! each conversation ([`conv`]), cuts time into windows, asks the
 //! classifier, groups the conversations of one call into a session
 //! ([`session`]), and turns findings into verdict events, blocklist
@@ -17,6 +19,7 @@ mod config;
 mod conv;
 mod convs;
 mod session;
+mod table;
 
 use std::collections::HashMap;
 
@@ -24,10 +27,10 @@ use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
 pub use self::{
     config::{Config, DEFAULT_HOLD_NS, DEFAULT_POLL_NS},
-    convs::NO_PLACE,
+    table::{FlowTable, SlotRef},
 };
 use self::{
-    conv::{Conv, Upkeep, codec, totals},
+    conv::{Conv, Seen, Upkeep, codec, totals},
     convs::Convs,
     session::{Anchor, Joining, Sessions, Suspects},
 };
@@ -137,24 +140,25 @@ impl Controller {
         self.convs.iter().filter_map(|(k, c)| Some((k, c.session()?)))
     }
 
-    /// Records one direction's counters as read in this poll.
-    pub fn observe(&mut self, key: &FlowKey, c: &FlowCounters) {
-        let mut none = NO_PLACE;
-        self.observe_hinted(key, c, &mut none);
+    /// Fetches what observing the flow whose slot word is `word` will
+    /// read, ahead of it (see `for_each_changed_flow`).
+    pub fn prefetch(&self, word: u32) {
+        self.convs.prefetch(word);
     }
 
-    /// [`Controller::observe`] with a place hint the caller keeps for this
-    /// direction-flow between polls (start it at [`NO_PLACE`]): a flow
-    /// seen before is then found without hashing.
-    pub fn observe_hinted(&mut self, key: &FlowKey, c: &FlowCounters, hint: &mut u32) {
-        let canonical = key.canonical();
+    /// Records that one direction is in slot `at` of `table`, with
+    /// counters `c` as read in this poll (the walk lists the
+    /// direction-flows with news; the poll reads every conversation's
+    /// latest counters from their slots). `word` is the controller's word
+    /// of the slot, to be left there afterwards (see [`FlowTable`]).
+    pub fn observe(&mut self, at: SlotRef, key: &FlowKey, c: &FlowCounters, word: &mut u32, table: &impl FlowTable) {
         let idx = usize::from(!key.is_canonical());
         let min_packets = self.cfg.thresholds.min_packets_tracked;
         // A flow of a packet or two with no media hint cannot be judged
         // yet: no state until it has more (floods and scans cost nothing).
         let new = || worth_tracking(c, min_packets).then(|| Conv::new(c.first_seen_ns));
-        if let Some((conv, sleep)) = self.convs.find_or_insert(&canonical, hint, new) {
-            conv.observe(idx, c, self.last_poll_ns, sleep);
+        if let Some((conv, sleep)) = self.convs.find_or_insert(key, word, table, new) {
+            conv.observe(idx, at, c, self.last_poll_ns, sleep);
         }
     }
 
@@ -162,20 +166,22 @@ impl Controller {
     /// only reported from now on and is not listed again while it lasts;
     /// its session holds nothing any more. Returns the changed verdict, as
     /// an event.
-    pub fn lift(&mut self, canonical: &FlowKey, now_ns: u64) -> Option<Event> {
-        let conv = self.convs.get_mut(canonical)?;
+    pub fn lift(&mut self, canonical: &FlowKey, now_ns: u64, table: &impl FlowTable) -> Option<Event> {
+        let conv = self.convs.get_mut(canonical, table)?;
+        let seen = conv.seen(table);
         let v = conv.verdict.as_mut().filter(|v| v.action.listed())?;
         v.action = Action::Reported;
         v.by_policy = false;
         v.reason.push_str(" (block lifted by an operator)");
         self.sessions.lift(conv.session());
         let members = self.sessions.members(conv.session());
-        Some(event(EventKind::Verdict, now_ns, canonical, conv, conv.verdict.as_ref()?, now_ns, members))
+        Some(event(EventKind::Verdict, now_ns, canonical, conv, &seen, conv.verdict.as_ref()?, now_ns, members))
     }
 
     /// Classifies, manages verdicts and sessions and evicts idle
-    /// conversations after a poll that ended at `now_ns`.
-    pub fn finish_poll(&mut self, now_ns: u64) -> PollOutput {
+    /// conversations after a poll that ended at `now_ns`, reading their
+    /// latest counters from `table`.
+    pub fn finish_poll(&mut self, now_ns: u64, table: &impl FlowTable) -> PollOutput {
         let mut out = PollOutput::default();
         let unix_ns = u64::try_from(i128::from(now_ns) + self.wall_offset_ns).unwrap_or(0);
         let prev_poll_ns = std::mem::replace(&mut self.last_poll_ns, now_ns);
@@ -183,7 +189,8 @@ impl Controller {
         let suspects = sessions.suspects(cfg, now_ns);
         legs.clear();
         let idle = |last: u64| now_ns.saturating_sub(last) > cfg.idle_ns;
-        convs.retain(idle, |place, canonical, conv, sleep| {
+        let ahead = |conv: &Conv| conv.slots().for_each(|at| table.prefetch(at));
+        convs.retain(idle, ahead, |place, canonical, conv, sleep| {
             // Asleep (and so idle, or the walk would have passed it over):
             // only its idle time counts (no session, no verdict).
             if *sleep != 0 {
@@ -194,7 +201,15 @@ impl Controller {
                 return !idle;
             }
             let at = Times { now_ns, unix_ns, prev_poll_ns };
-            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, sleep, at, &mut out);
+            let seen = conv.seen(table);
+            // Every direction's slot has taken another flow (the kernel
+            // evicted them under pressure): nothing left to judge, and
+            // nothing to forget in the kernel. A verdict or a session
+            // still has its own end to reach.
+            if seen.0.iter().all(Option::is_none) && conv.verdict.is_none() && conv.session().is_none() {
+                return false;
+            }
+            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, &seen, sleep, at, &mut out);
             if keep && pairable(conv, &cfg.thresholds).is_some() {
                 legs.push(place);
             }
@@ -211,28 +226,30 @@ impl Controller {
                 crate::classifier::pair(to.leg.mean_size, from.leg.mean_size, "B", false),
             );
             for l in [&to, &from] {
-                if let Some(conv) = convs.get_mut(&l.key) {
+                if let Some(conv) = convs.get_mut(&l.key, table) {
+                    let seen = conv.seen(table);
                     let finding = Finding::Call { reason: reason.clone(), basis: Basis::Session };
                     // A leg's other side is silent: its rate is the leg's.
                     let rates = Rates { totals: (l.leg.pps, l.leg.mean_size), codec: (l.leg.pps, l.leg.mean_size) };
-                    issue(cfg, sessions, &l.key, conv, finding, Anchor::Socket(anchor), rates, now_ns, unix_ns, &mut out);
+                    issue(cfg, sessions, &l.key, conv, &seen, finding, Anchor::Socket(anchor), rates, now_ns, unix_ns, &mut out);
                 }
             }
         }
-        sessions.upkeep(cfg, now_ns, |k| convs.get(k).map(|c| (c.last_activity(), c.verdict.is_some())), &mut out.commands);
-        convs.compact_if_sparse();
+        sessions.upkeep(cfg, now_ns, |k| convs.get(k, table).map(|c| (c.last_activity(), c.verdict.is_some())), &mut out.commands);
+        convs.compact_if_sparse(table);
         out
     }
 
     /// Ends every active verdict and hold now (controller shutdown, end of
     /// a replay).
-    pub fn release_all(&mut self, now_ns: u64) -> PollOutput {
+    pub fn release_all(&mut self, now_ns: u64, table: &impl FlowTable) -> PollOutput {
         let mut out = PollOutput::default();
         for (canonical, conv) in self.convs.iter_mut() {
             if let Some(v) = conv.verdict.take() {
                 let last = conv.last_activity();
                 let members = self.sessions.members(conv.session());
-                out.events.push(event(EventKind::Release, now_ns, &canonical, conv, &v, last, members));
+                let seen = conv.seen(table);
+                out.events.push(event(EventKind::Release, now_ns, &canonical, conv, &seen, &v, last, members));
                 if v.action.listed() {
                     out.commands.push(Command::Unblock { keys: dir_keys(&canonical) });
                 }
@@ -262,13 +279,14 @@ fn each_conv(
     suspects: &Suspects,
     canonical: &FlowKey,
     conv: &mut Conv,
+    seen: &Seen,
     sleep: &mut u64,
     Times { now_ns, unix_ns, prev_poll_ns }: Times,
     out: &mut PollOutput,
 ) -> bool {
     conv.fresh = false;
     let window_done = now_ns.saturating_sub(conv.win_start_ns) >= cfg.window_ns;
-    let windows = conv.windows(now_ns);
+    let windows = conv.windows(seen, now_ns);
     let dirs = [windows[0].as_ref(), windows[1].as_ref()];
     let proto = canonical.proto;
     for d in dirs.iter().flatten() {
@@ -285,17 +303,17 @@ fn each_conv(
         if present().any(|d| d.packets >= 2) && present().all(|d| d.pps() <= t.media_max_pps) {
             out.commands.push(Command::Media { keys: dir_keys(canonical), on: true });
             conv.set_media(true);
-            conv.close_window(&windows, now_ns);
+            conv.close_window(&windows, seen, now_ns);
         } else if conv.session().is_none() && conv.last_activity() <= prev_poll_ns && now_ns > prev_poll_ns {
             // Nothing since the poll before: asleep, its window to restart
             // at its next packet (an idle connection costs no poll, and a
             // keep-alive every few seconds is not promoted for being slow).
-            conv.close_window(&windows, now_ns);
+            conv.close_window(&windows, seen, now_ns);
             *sleep = conv.sleep();
         }
         return keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     }
-    let mut finding = conv.early(cfg, classifier, proto, dirs, now_ns);
+    let mut finding = conv.early(cfg, classifier, proto, dirs, seen, now_ns);
     // Worked out once: the window's judgement and its leg both read them.
     let kinds = window_done.then(|| classifier.kinds(dirs));
     if conv.verdict.is_none()
@@ -311,8 +329,8 @@ fn each_conv(
         && conv.undecided()
         && !matches!(finding, Some(Finding::Call { .. }))
         && let Some((suspect, own_socket)) = suspects.of(canonical)
-        && let young = secs(now_ns.saturating_sub(conv.first_seen())) <= cfg.thresholds.held_within_s
-        && let Some((reason, two_way)) = classifier.held(proto, dirs, conv.rtp_seen(), suspect.codec, young)
+        && let young = secs(now_ns.saturating_sub(Conv::first_seen(seen))) <= cfg.thresholds.held_within_s
+        && let Some((reason, two_way)) = classifier.held(proto, dirs, Conv::rtp_seen(seen), suspect.codec, young)
         && (two_way || own_socket)
     {
         finding = Some(Finding::Call { reason: format!("{reason} (held by session {})", suspect.id), basis: Basis::Held });
@@ -329,9 +347,9 @@ fn each_conv(
     let upgrade = conv.verdict.is_some() && matches!(finding, Some(Finding::Call { .. }));
     if !upgrade {
         match conv.upkeep(cfg, now_ns) {
-            Upkeep::None => follow_policy(cfg, sessions, canonical, conv, now_ns, unix_ns, out),
+            Upkeep::None => follow_policy(cfg, sessions, canonical, conv, seen, now_ns, unix_ns, out),
             Upkeep::Refreshed => {
-                follow_policy(cfg, sessions, canonical, conv, now_ns, unix_ns, out);
+                follow_policy(cfg, sessions, canonical, conv, seen, now_ns, unix_ns, out);
                 let v = conv.verdict.as_ref().expect("refreshed a verdict");
                 if let Some(entry) = listing(cfg, v.action, v.expires_ns, now_ns) {
                     out.commands.push(Command::Block { keys: dir_keys(canonical), entry, refresh: true });
@@ -339,7 +357,7 @@ fn each_conv(
             }
             Upkeep::Released(v) => {
                 let members = sessions.members(conv.session());
-                out.events.push(event(EventKind::Release, now_ns, canonical, conv, &v, conv.last_activity(), members));
+                out.events.push(event(EventKind::Release, now_ns, canonical, conv, seen, &v, conv.last_activity(), members));
                 if v.action.listed() {
                     out.commands.push(Command::Unblock { keys: dir_keys(canonical) });
                 }
@@ -349,7 +367,7 @@ fn each_conv(
     }
     if let Some(f) = finding {
         let rates = Rates { totals: totals(dirs), codec: codec(dirs, cfg.thresholds.min_pps) };
-        issue(cfg, sessions, canonical, conv, f, anchor, rates, now_ns, unix_ns, out);
+        issue(cfg, sessions, canonical, conv, seen, f, anchor, rates, now_ns, unix_ns, out);
     }
     // A conversation that is no call and sends faster than any voice or
     // video: back to the kernel's plain path.
@@ -357,18 +375,18 @@ fn each_conv(
         && conv.verdict.is_none()
         && conv.session().is_none()
         && !conv.hints.any()
-        && conv.rtp_seen() == [0, 0]
+        && Conv::rtp_seen(seen) == [0, 0]
         && dirs.iter().flatten().any(|d| d.pps() > cfg.thresholds.media_max_pps)
     {
         out.commands.push(Command::Media { keys: dir_keys(canonical), on: false });
         conv.set_media(false);
     }
     if window_done {
-        conv.close_window(&windows, now_ns);
+        conv.close_window(&windows, seen, now_ns);
     }
     let keep = keep_unless_idle(cfg, sessions, canonical, conv, now_ns, out);
     if keep {
-        *sleep = conv.settle();
+        *sleep = conv.settle(seen);
     }
     keep
 }
@@ -403,6 +421,7 @@ fn issue(
     sessions: &mut Sessions,
     canonical: &FlowKey,
     conv: &mut Conv,
+    seen: &Seen,
     finding: Finding,
     anchor: Anchor,
     rates: Rates,
@@ -415,7 +434,7 @@ fn issue(
         Finding::OneWay { dir, reason } => (Label::Media, reason, cfg.block_one_way, Some(dir), Basis::Rtp),
     };
     // Decided before any verdict is written to the blocklist.
-    let decision = decide(&cfg.policy, canonical, conv, unix_ns);
+    let decision = decide(&cfg.policy, canonical, seen, unix_ns);
     if blockable && decision.action == RuleAction::Allow {
         reason.push_str(&allowed_note(&decision));
     }
@@ -423,12 +442,12 @@ fn issue(
     let (pps, mean_size) = rates.totals;
     let joining = Joining {
         key: canonical,
-        initiator: conv.initiator(),
+        initiator: Conv::initiator(seen),
         current: conv.session(),
         anchor,
         label,
         blocked: action == Action::Blocked,
-        first_seen_ns: conv.first_seen(),
+        first_seen_ns: Conv::first_seen(seen),
         codec: rates.codec,
     };
     let session = sessions.join(&joining, now_ns);
@@ -446,7 +465,7 @@ fn issue(
         expires_ns: now_ns.saturating_add(cfg.ttl_ns),
         last_activity_ns: conv.last_activity(),
     };
-    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, &v, now_ns, sessions.members(Some(session))));
+    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, seen, &v, now_ns, sessions.members(Some(session))));
     if let Some(entry) = listing(cfg, action, v.expires_ns, now_ns) {
         out.commands.push(Command::Block { keys: dir_keys(canonical), entry, refresh: false });
     }
@@ -455,9 +474,9 @@ fn issue(
 
 /// The policy's decision for a conversation: its initiator's key, the
 /// interfaces each direction arrives on, the wall-clock time.
-fn decide(policy: &Policy, canonical: &FlowKey, conv: &Conv, unix_ns: u64) -> Decision {
-    let init = conv.initiator();
-    let ifindexes = [0, 1].map(|i| conv.dirs[i].as_ref().map_or(0, |d| d.ifindex));
+fn decide(policy: &Policy, canonical: &FlowKey, seen: &Seen, unix_ns: u64) -> Decision {
+    let init = Conv::initiator(seen);
+    let ifindexes = seen.0.each_ref().map(|c| c.as_ref().map_or(0, |c| c.ifindex));
     policy.decide(&dir_keys(canonical)[init], ifindexes, unix_ns)
 }
 
@@ -486,18 +505,20 @@ fn allowed_note(d: &Decision) -> String {
 /// A verdict in force follows the policy: a reload or a schedule that
 /// turns a call's action around lifts its block, or blocks it, at once;
 /// the change is told as a new verdict event naming the rule.
+#[expect(clippy::too_many_arguments, reason = "the controller's parts, borrowed apart")]
 fn follow_policy(
     cfg: &Config,
     sessions: &mut Sessions,
     canonical: &FlowKey,
     conv: &mut Conv,
+    seen: &Seen,
     now_ns: u64,
     unix_ns: u64,
     out: &mut PollOutput,
 ) {
     let Some(v) = conv.verdict.as_ref().filter(|v| v.by_policy) else { return };
     let blockable = v.label == Label::Voip || cfg.block_one_way;
-    let decision = decide(&cfg.policy, canonical, conv, unix_ns);
+    let decision = decide(&cfg.policy, canonical, seen, unix_ns);
     let action = action_of(&decision, blockable);
     if action == v.action && decision.rule == v.rule {
         return;
@@ -519,7 +540,7 @@ fn follow_policy(
     }
     let members = sessions.members(conv.session());
     let v = conv.verdict.as_ref().expect("checked above");
-    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, v, now_ns, members));
+    out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, seen, v, now_ns, members));
 }
 
 /// Sockets that send voice on one leg and receive voice on another, with
@@ -530,7 +551,10 @@ fn pair_legs(places: &[u32], convs: &Convs, t: &Thresholds) -> Vec<(Socket, [Leg
     // Only a socket that receives on one leg can pair: index the senders
     // among those alone (a poll may hold a million one-way legs, of which
     // a handful meet at a socket).
-    let receivers: std::collections::HashSet<Socket, foldhash::fast::RandomState> = legs().map(|l| l.receiver).collect();
+    // Sized for all at once: grown by doubling, its rehashes were a tenth
+    // of a poll of a million legs.
+    let mut receivers = std::collections::HashSet::with_capacity_and_hasher(places.len(), foldhash::fast::RandomState::default());
+    receivers.extend(legs().map(|l| l.receiver));
     let mut sending: HashMap<Socket, Vec<LegAt>, foldhash::fast::RandomState> = HashMap::default();
     for l in legs().filter(|l| receivers.contains(&l.sender)) {
         sending.entry(l.sender).or_default().push(l);
@@ -556,20 +580,22 @@ fn worth_tracking(c: &FlowCounters, min_packets: u32) -> bool {
     c.packets.saturating_add(c.empty).saturating_add(c.dropped) >= min_packets || c.rtp_ok > 0 || c.stun > 0 || c.dtls > 0 || c.rtcp > 0
 }
 
+#[expect(clippy::too_many_arguments, reason = "the controller's parts, borrowed apart")]
 fn event(
     kind: EventKind,
     at_ns: u64,
     canonical: &FlowKey,
     conv: &Conv,
+    seen: &Seen,
     v: &conv::ActiveVerdict,
     end_ns: u64,
     members: Vec<FlowKey>,
 ) -> Event {
-    let init = v.sender.unwrap_or_else(|| conv.initiator());
+    let init = v.sender.unwrap_or_else(|| Conv::initiator(seen));
     let key = dir_keys(canonical)[init];
-    let ifindex = conv.dirs[init].as_ref().map_or(0, |d| d.ifindex);
-    let first_seen_ns = conv.first_seen();
-    let (a, b) = (conv.totals_of(init), conv.totals_of(1 - init));
+    let ifindex = seen.0[init].as_ref().map_or(0, |c| c.ifindex);
+    let first_seen_ns = Conv::first_seen(seen);
+    let (a, b) = (Conv::totals_of(seen, init), Conv::totals_of(seen, 1 - init));
     Event {
         kind,
         at_ns,
@@ -600,9 +626,24 @@ mod tests {
     };
 
     use super::*;
-    use crate::event::Mode;
+    use crate::{engine::table::Slots, event::Mode};
 
     const MS: u64 = 1_000_000;
+
+    /// One poll at `now_ns` as the live driver makes it: `flows` (each as
+    /// it is now) written to the table, listed to the controller, then
+    /// the poll finished reading the table.
+    fn poll(ctl: &mut Controller, table: &mut Slots, flows: &[(FlowKey, &FlowCounters)], now_ns: u64) -> PollOutput {
+        for (k, c) in flows {
+            *table.get_or_insert_with(k, || **c) = **c;
+        }
+        for (at, k, c, word) in table.iter().filter(|(_, k, ..)| flows.iter().any(|(f, _)| f == *k)) {
+            let mut w = word.get();
+            ctl.observe(at, k, c, &mut w, table);
+            word.set(w);
+        }
+        ctl.finish_poll(now_ns, table)
+    }
 
     fn key() -> FlowKey {
         FlowKey { src: [1; 16], dst: [2; 16], sport: 4000, dport: 5000, proto: 17, family: 6, _pad: [0; 2] }
@@ -611,22 +652,23 @@ mod tests {
     /// Both directions send 172 B every 20 ms while `active(t)`; the
     /// controller polls every 250 ms until `end_ms`.
     fn drive(ctl: &mut Controller, end_ms: u64, active: impl Fn(u64) -> bool) -> Vec<(u64, PollOutput)> {
-        drive_with(ctl, end_ms, active, |_, _| {})
+        drive_with(ctl, end_ms, active, |_, _, _| {})
     }
 
-    /// `drive`, calling `after_poll` with the controller and the time (ms)
-    /// after every poll.
+    /// `drive`, calling `after_poll` with the controller, the time (ms)
+    /// and the flow table after every poll.
     fn drive_with(
         ctl: &mut Controller,
         end_ms: u64,
         active: impl Fn(u64) -> bool,
-        mut after_poll: impl FnMut(&mut Controller, u64),
+        mut after_poll: impl FnMut(&mut Controller, u64, &Slots),
     ) -> Vec<(u64, PollOutput)> {
         let (a, b) = (key(), key().reversed());
         let mut ca = new_flow(&a, MS, 3);
         let mut cb = new_flow(&b, MS, 4);
         let mut outs = Vec::new();
         let mut forgotten = false;
+        let mut table = Slots::default();
         let mut t = MS;
         while t <= end_ms * MS {
             if (t - MS).is_multiple_of(20 * MS) && active(t / MS) {
@@ -637,14 +679,11 @@ mod tests {
             }
             if t.is_multiple_of(250 * MS) {
                 // Forgotten flows are deleted from the kernel map: no longer read.
-                if !forgotten {
-                    ctl.observe(&a, &ca);
-                    ctl.observe(&b, &cb);
-                }
-                let out = ctl.finish_poll(t);
+                let listed = if forgotten { Vec::new() } else { vec![(a, &ca), (b, &cb)] };
+                let out = poll(ctl, &mut table, &listed, t);
                 forgotten |= out.commands.iter().any(|c| matches!(c, Command::Forget { .. }));
                 outs.push((t / MS, out));
-                after_poll(ctl, t / MS);
+                after_poll(ctl, t / MS, &table);
             }
             t += MS;
         }
@@ -661,10 +700,10 @@ mod tests {
             &mut ctl,
             14_000,
             |t| t < 8_000,
-            |ctl, t| {
+            |ctl, t, table| {
                 if t == 3_000 {
-                    lifted.extend(ctl.lift(&canonical, t * MS));
-                    assert_eq!(ctl.lift(&canonical, t * MS), None, "lifted twice");
+                    lifted.extend(ctl.lift(&canonical, t * MS, table));
+                    assert_eq!(ctl.lift(&canonical, t * MS, table), None, "lifted twice");
                 }
             },
         );
@@ -700,10 +739,8 @@ mod tests {
             }
         };
         send(&mut c, 1);
-        let poll = |ctl: &mut Controller, c: &FlowCounters, at_ms: u64| {
-            ctl.observe(&k, c);
-            ctl.finish_poll(at_ms * MS)
-        };
+        let mut table = Slots::default();
+        let mut poll = |ctl: &mut Controller, c: &FlowCounters, at_ms: u64| poll(ctl, &mut table, &[(k, c)], at_ms * MS);
         for at in [1_000, 2_000, 2_250] {
             poll(&mut ctl, &c, at);
         }
@@ -745,13 +782,13 @@ mod tests {
             voipdetect_common::features::update_plain(&mut c, &p, MS + i * MS / 5);
         }
         let mut promoted = false;
+        let mut table = Slots::default();
         // Then a 40-byte keep-alive every 3 s for 30 s, polls every 250 ms.
         for at in (250..30_000).step_by(250) {
             if at % 3_000 == 250 {
                 send(&mut c, at - 100);
             }
-            ctl.observe(&k, &c);
-            let out = ctl.finish_poll(at * MS);
+            let out = poll(&mut ctl, &mut table, &[(k, &c)], at * MS);
             promoted |= out.commands.iter().any(|c| matches!(c, Command::Media { on: true, .. }));
             if at % 3_000 == 1_000 {
                 assert_eq!((ctl.conversations(), ctl.dormant()), (1, 1), "asleep between keep-alives at {at} ms");
@@ -763,8 +800,7 @@ mod tests {
             for i in 0..5 {
                 send(&mut c, at - 250 + 50 * i);
             }
-            ctl.observe(&k, &c);
-            let out = ctl.finish_poll(at * MS);
+            let out = poll(&mut ctl, &mut table, &[(k, &c)], at * MS);
             promoted |= out.commands.iter().any(|c| matches!(c, Command::Media { on: true, .. }));
         }
         assert!(promoted, "a steady slow stream is promoted");
@@ -806,7 +842,7 @@ mod tests {
             &mut ctl,
             14_000,
             |t| t < 8_000,
-            |ctl, t| {
+            |ctl, t, _| {
                 if t == 6_000 {
                     ctl.set_policy(Policy { rules: Vec::new(), default: RuleAction::Block });
                 }
@@ -911,13 +947,25 @@ mod tests {
     #[test]
     fn a_recreated_kernel_entry_restarts_its_window() {
         let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let mut table = Slots::default();
         let mut c = FlowCounters::new(MS, 1);
         c.packets = 1_000_000;
         c.bytes = 1 << 40;
-        ctl.observe(&key(), &c);
-        let fresh = FlowCounters::new(2 * MS, 1);
-        ctl.observe(&key(), &fresh);
-        let out = ctl.finish_poll(1_500 * MS);
+        let list = |ctl: &mut Controller, table: &Slots| {
+            for (at, k, c, word) in table.iter() {
+                let mut w = word.get();
+                ctl.observe(at, k, c, &mut w, table);
+                word.set(w);
+            }
+        };
+        table.get_or_insert_with(&key(), || c);
+        list(&mut ctl, &table);
+        // Evicted and recreated: the slot's next generation, counting afresh.
+        table.remove(&key());
+        table.get_or_insert_with(&key(), || FlowCounters::new(2 * MS, 1));
+        list(&mut ctl, &table);
+        let out = ctl.finish_poll(1_500 * MS, &table);
         assert!(out.events.is_empty());
+        assert_eq!(ctl.conversations(), 1);
     }
 }

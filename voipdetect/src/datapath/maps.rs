@@ -13,14 +13,17 @@ use voipdetect_common::{
     BlockEntry, Control, FlowCounters, FlowKey, HoldEntry, HoldKey, SessionTag, Stat,
     flow::FAMILY_V4,
     maps::{BLOCKLIST, CONTROL, FLOWS4, FLOWS6, HOLDS, SESSIONS, STATS},
-    table::{Slot4, Slot6},
+    table::{Slot4, Slot6, generation},
 };
 
 use super::{
     host::check_privileges,
     table::{Slot, Table},
 };
-use crate::clock::monotonic_ns;
+use crate::{
+    clock::monotonic_ns,
+    controller::{FlowTable, SlotRef},
+};
 
 /// Global counters summed over CPUs, indexed like [`Stat`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,6 +56,45 @@ impl Stats {
 /// that pinned the tables before a restart) are never taken for its own.
 pub struct ChangeTracker {
     salt: u32,
+}
+
+/// A [`SlotRef`]'s index names the IPv6 table by this bit (tables have
+/// at most 2^31 slots).
+const V6_SLOT: u32 = 1 << 31;
+
+impl FlowTable for Maps {
+    fn read(&self, at: SlotRef) -> Option<FlowCounters> {
+        fn of<S: Slot>(t: &Table<S>, idx: u32, generation_was: u32) -> Option<FlowCounters> {
+            (idx < t.slots()).then(|| t.read_counters(idx, generation_was)).flatten()
+        }
+        if at.idx & V6_SLOT == 0 { of(&self.flows4, at.idx, at.generation) } else { of(&self.flows6, at.idx & !V6_SLOT, at.generation) }
+    }
+
+    fn place_of(&self, key: &FlowKey) -> Option<u32> {
+        if key.family == FAMILY_V4 {
+            self.flows4.find(key, self.seed).map(|idx| self.flows4.place(idx))
+        } else {
+            self.flows6.find(key, self.seed).map(|idx| self.flows6.place(idx))
+        }
+    }
+
+    fn prefetch(&self, at: SlotRef) {
+        let idx = at.idx & !V6_SLOT;
+        match at.idx & V6_SLOT {
+            0 if idx < self.flows4.slots() => self.flows4.prefetch(idx),
+            V6_SLOT if idx < self.flows6.slots() => self.flows6.prefetch(idx),
+            _ => {}
+        }
+    }
+
+    fn set_place(&self, at: SlotRef, place: u32) {
+        let idx = at.idx & !V6_SLOT;
+        match at.idx & V6_SLOT {
+            0 if idx < self.flows4.slots() => self.flows4.set_place(idx, at.generation, place),
+            V6_SLOT if idx < self.flows6.slots() => self.flows6.set_place(idx, at.generation, place),
+            _ => {}
+        }
+    }
 }
 
 /// The program's maps: owned by a loaded [`super::Datapath`], or opened
@@ -151,16 +193,19 @@ impl Maps {
 
     /// Calls `f` for the direction-flows with packets (or drops) since the
     /// previous call with `tracker`, with the caller's word for the slot
-    /// (a hint: a slot's new flow finds its predecessor's): a poll's work
-    /// follows what changed, and reading an unchanged slot costs a
-    /// compare. Returns (flows tracked, flows changed).
+    /// (see `FlowTable`; a slot's new flow finds its predecessor's) and
+    /// the word of a changed flow a little further on, if any (to fetch
+    /// ahead what the caller will read for it): a poll's work follows what
+    /// changed, and reading an unchanged slot costs a compare. Returns
+    /// (flows tracked, flows changed).
     pub fn for_each_changed_flow(
         &self,
         tracker: &mut ChangeTracker,
-        mut f: impl FnMut(&FlowKey, &FlowCounters, &mut u32),
+        mut f: impl FnMut(SlotRef, &FlowKey, &FlowCounters, &mut u32, Option<u32>),
     ) -> (usize, usize) {
-        let (n4, c4) = self.flows4.for_each_changed(tracker.salt, |_, k, _, c, place| f(k, c, place));
-        let (n6, c6) = self.flows6.for_each_changed(tracker.salt, |_, k, _, c, place| f(k, c, place));
+        let at = |idx, tag| SlotRef { idx, generation: generation(tag) };
+        let (n4, c4) = self.flows4.for_each_changed(tracker.salt, |idx, k, tag, c, word, soon| f(at(idx, tag), k, c, word, soon));
+        let (n6, c6) = self.flows6.for_each_changed(tracker.salt, |idx, k, tag, c, word, soon| f(at(idx | V6_SLOT, tag), k, c, word, soon));
         (n4 + n6, c4 + c6)
     }
 

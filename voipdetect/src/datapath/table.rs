@@ -172,6 +172,20 @@ impl<S: Slot> Table<S> {
         (before == after && copy.tag() == before).then_some(copy)
     }
 
+    /// A consistent copy of slot `idx`'s counters if it still holds the
+    /// flow of generation `generation_was` (the counters alone: the
+    /// controller reads them for every conversation it judges).
+    pub fn read_counters(&self, idx: u32, generation_was: u32) -> Option<FlowCounters> {
+        let before = self.tag_now(idx);
+        if state(before) != LIVE || generation(before) != generation_was {
+            return None;
+        }
+        // SAFETY: the counters inside the slot in the mapping, 8-byte
+        // aligned (COUNTERS_AT is); a volatile copy as in `read`.
+        let copy = unsafe { volatile_words(self.ptr(idx).cast::<u8>().add(S::COUNTERS_AT).cast::<FlowCounters>()) };
+        (self.tag_now(idx) == before).then_some(copy)
+    }
+
     /// Calls `f` with every flow in the table: its slot index, key, tag and
     /// counters.
     pub fn for_each(&self, mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters)) -> usize {
@@ -192,9 +206,33 @@ impl<S: Slot> Table<S> {
         unsafe { self.ptr(idx).cast::<u8>().add(S::USER_AT).cast::<UserWords>() }
     }
 
+    /// Asks the CPU to bring slot `idx` into its cache.
+    pub fn prefetch(&self, idx: u32) {
+        crate::prefetch::prefetch(self.ptr(idx).cast_const());
+    }
+
+    /// The controller's place word of slot `idx` (see `UserWords`).
+    pub fn place(&self, idx: u32) -> u32 {
+        // SAFETY: an aligned u32 of the slot's controller words in the
+        // mapping, written only by this process.
+        unsafe { std::ptr::read_volatile(&raw const (*self.user_ptr(idx)).place) }
+    }
+
+    /// Sets slot `idx`'s place word if the slot still holds a flow of
+    /// generation `generation_was`.
+    pub fn set_place(&self, idx: u32, generation_was: u32, place: u32) {
+        let t = self.tag_now(idx);
+        if state(t) == LIVE && generation(t) == generation_was {
+            // SAFETY: as in `place`.
+            unsafe { std::ptr::write_volatile(&raw mut (*self.user_ptr(idx)).place, place) };
+        }
+    }
+
     /// Like [`Table::for_each`], but calls `f` only for the flows whose
     /// latest packet is not the one this walk's caller saw last time, with
-    /// the caller's word for the slot (`place`, which `f` may change).
+    /// the caller's word for the slot (`place`, which `f` may change) and
+    /// the word of a changed slot a little further on, if there is one
+    /// (for the caller to fetch what it will need for that one).
     /// Both are kept in the slot's controller words: the stamp is the
     /// latest packet time folded to 32 bits and salted with `salt`, one
     /// per process, so the stamps a previous controller left in a table it
@@ -202,35 +240,46 @@ impl<S: Slot> Table<S> {
     /// the same stamp would hide one change for one poll: a chance of one
     /// in 2^31 per changed flow, which the flow's next packet undoes.)
     /// Returns (flows, changed).
-    pub fn for_each_changed(&self, salt: u32, mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters, &mut u32)) -> (usize, usize) {
+    pub fn for_each_changed(
+        &self,
+        salt: u32,
+        mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters, &mut u32, Option<u32>),
+    ) -> (usize, usize) {
+        /// Slots ahead (about half of them hold flows at the working load).
+        const AHEAD: u32 = 16;
         let (mut n, mut changed) = (0, 0);
         for idx in 0..self.slots {
-            if state(self.tag_now(idx)) != LIVE {
+            let Some(mut words) = self.changed_words(idx, salt) else {
+                n += usize::from(state(self.tag_now(idx)) == LIVE);
                 continue;
-            }
-            let user = self.user_ptr(idx);
-            // SAFETY: an aligned struct of two u32 in the mapping, written
-            // only by this process (the program never touches it).
-            let mut words = unsafe { std::ptr::read_volatile(user) };
-            // An unchanged flow costs two words, not a copy of its slot
-            // (at a million flows with few changing, the copies were most
-            // of a poll).
-            if words.stamp == stamp(self.last_seen_now(idx), salt) {
-                n += 1;
-                continue;
-            }
+            };
             let Some(s) = self.read(idx) else { continue };
             n += 1;
             let now = stamp(s.counters().last_seen_ns, salt);
             if words.stamp != now {
                 changed += 1;
                 words.stamp = now;
-                f(idx, &s.key(), s.tag(), s.counters(), &mut words.place);
-                // SAFETY: as above.
-                unsafe { std::ptr::write_volatile(user, words) };
+                let soon = idx.checked_add(AHEAD).filter(|&i| i < self.slots).and_then(|i| self.changed_words(i, salt));
+                f(idx, &s.key(), s.tag(), s.counters(), &mut words.place, soon.map(|w| w.place));
+                // SAFETY: as in `changed_words`.
+                unsafe { std::ptr::write_volatile(self.user_ptr(idx), words) };
             }
         }
         (n, changed)
+    }
+
+    /// Slot `idx`'s controller words, if it holds a flow whose latest
+    /// packet is not the one they were stamped with: an unchanged flow
+    /// costs two words, not a copy of its slot (at a million flows with
+    /// few changing, the copies were most of a poll).
+    fn changed_words(&self, idx: u32, salt: u32) -> Option<UserWords> {
+        if state(self.tag_now(idx)) != LIVE {
+            return None;
+        }
+        // SAFETY: an aligned struct of two u32 in the mapping, written
+        // only by this process (the program never touches it).
+        let words = unsafe { std::ptr::read_volatile(self.user_ptr(idx)) };
+        (words.stamp != stamp(self.last_seen_now(idx), salt)).then_some(words)
     }
 
     /// The slot index of `key`'s flow, if it has one.

@@ -4,6 +4,8 @@
 //! live driver's cadence. `replay` feeds it captures; tests feed it
 //! synthesised flows.
 
+pub(crate) mod table;
+
 use std::collections::HashMap;
 
 use voipdetect_common::{
@@ -12,6 +14,7 @@ use voipdetect_common::{
     parse::{Bytes, Packet},
 };
 
+use self::table::Slots;
 use crate::{
     controller::{Config, Controller},
     event::{Basis, Command, Event, EventKind, Label, SessionId},
@@ -56,7 +59,7 @@ impl ConvSummary {
 
 /// Offline flow table plus controller.
 pub struct Engine {
-    flows: HashMap<FlowKey, FlowCounters>,
+    flows: Slots,
     summaries: HashMap<FlowKey, ConvSummary>,
     ctl: Controller,
     poll_ns: u64,
@@ -73,7 +76,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: Config, poll_ns: u64) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: Slots::default(),
             summaries: HashMap::new(),
             ctl: Controller::new(cfg),
             poll_ns: poll_ns.max(1),
@@ -121,11 +124,13 @@ impl Engine {
         // In first-packet order, so a replay's verdicts never depend on the
         // hash map's iteration order.
         let mut order: Vec<_> = self.flows.iter().collect();
-        order.sort_unstable_by_key(|(k, c)| (c.first_seen_ns, **k));
-        for (k, c) in order {
-            self.ctl.observe(k, c);
+        order.sort_unstable_by_key(|(_, k, c, _)| (c.first_seen_ns, **k));
+        for (at, k, c, word) in order {
+            let mut w = word.get();
+            self.ctl.observe(at, k, c, &mut w, &self.flows);
+            word.set(w);
         }
-        let out = self.ctl.finish_poll(now_ns);
+        let out = self.ctl.finish_poll(now_ns, &self.flows);
         for cmd in &out.commands {
             match cmd {
                 Command::Forget { keys } => {
@@ -190,7 +195,7 @@ impl Engine {
         match parsed {
             Err(reason) => self.stats[reason as usize] += 1,
             Ok(pkt) => {
-                let c = self.flows.entry(pkt.key).or_insert_with(|| {
+                let c = self.flows.get_or_insert_with(&pkt.key, || {
                     self.stats[Stat::NewFlow as usize] += 1;
                     new_flow(&pkt.key, ts_ns, 0)
                 });
@@ -208,10 +213,10 @@ impl Engine {
     pub fn finish(&mut self) {
         let end = self.last_ns.saturating_add(self.ctl.config().window_ns).saturating_add(2 * self.poll_ns);
         self.advance(end);
-        let out = self.ctl.release_all(end);
+        let out = self.ctl.release_all(end, &self.flows);
         self.record(out.events);
         let flows = std::mem::take(&mut self.flows);
-        for (k, c) in &flows {
+        for (_, k, c, _) in flows.iter() {
             self.summarise(k, c);
         }
         self.flows = flows;
@@ -226,8 +231,8 @@ impl Engine {
     }
 
     /// The direction-flows seen (those not forgotten as idle).
-    pub fn flows(&self) -> &HashMap<FlowKey, FlowCounters> {
-        &self.flows
+    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowCounters)> {
+        self.flows.iter().map(|(_, k, c, _)| (k, c))
     }
 
     pub fn controller(&self) -> &Controller {
@@ -477,8 +482,6 @@ mod tests {
 #[cfg(test)]
 mod order {
     //! The kernel lists flows in whatever order its hash table holds them.
-    use std::collections::BTreeMap;
-
     use voipdetect_common::parse::parse_ethernet;
 
     use voipdetect_traffic::{pattern, synth};
@@ -489,7 +492,7 @@ mod order {
     /// Verdict times and reasons when every poll lists the flows in
     /// ascending or descending key order.
     fn verdicts(descending: bool) -> Vec<(u64, String)> {
-        let mut flows = BTreeMap::new();
+        let mut flows = Slots::default();
         let mut ctl = Controller::new(Config::default());
         let mut next_poll = T0 + POLL;
         let mut out = Vec::new();
@@ -502,19 +505,26 @@ mod order {
         for t in synth::frames(&[call], T0) {
             while next_poll <= t.ts_ns {
                 let mut listed: Vec<_> = flows.iter().collect();
+                listed.sort_unstable_by_key(|(_, k, ..)| **k);
                 if descending {
                     listed.reverse();
                 }
-                for (k, c) in listed {
-                    ctl.observe(k, c);
+                for (at, k, c, word) in listed {
+                    let mut w = word.get();
+                    ctl.observe(at, k, c, &mut w, &flows);
+                    word.set(w);
                 }
                 out.extend(
-                    ctl.finish_poll(next_poll).events.into_iter().filter(|e| e.kind == EventKind::Verdict).map(|e| (e.at_ns, e.reason)),
+                    ctl.finish_poll(next_poll, &flows)
+                        .events
+                        .into_iter()
+                        .filter(|e| e.kind == EventKind::Verdict)
+                        .map(|e| (e.at_ns, e.reason)),
                 );
                 next_poll += POLL;
             }
             let pkt = parse_ethernet(t.frame.as_slice()).unwrap();
-            let c = flows.entry(pkt.key).or_insert_with(|| new_flow(&pkt.key, t.ts_ns, 0));
+            let c = flows.get_or_insert_with(&pkt.key, || new_flow(&pkt.key, t.ts_ns, 0));
             apply(c, &pkt, t.frame.as_slice(), t.ts_ns);
         }
         out
@@ -534,7 +544,7 @@ mod regressions {
     /// sit near u64::MAX ns overflowed the poll clock.
     #[test]
     fn timestamps_near_the_end_of_time() {
-        let bytes = include_bytes!("../../fuzz/corpus/replay_reader/seed-regression-clock-overflow");
+        let bytes = include_bytes!("../../../fuzz/corpus/replay_reader/seed-regression-clock-overflow");
         let r = crate::replay::replay_bytes(bytes, crate::controller::Config::default(), crate::controller::DEFAULT_POLL_NS);
         let _ = r.engine.summaries();
     }
