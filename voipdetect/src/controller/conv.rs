@@ -231,7 +231,19 @@ impl Conv {
 
     /// Both directions' latest counters, from their slots.
     pub(super) fn seen(&self, table: &impl FlowTable) -> Seen {
-        Seen(self.dirs().map(|d| d.and_then(|d| table.read(d.at))))
+        // Filled in place: every poll reads it for every conversation.
+        let mut seen = Seen([None, None]);
+        for (i, c) in seen.0.iter_mut().enumerate() {
+            if let Some(d) = self.dir(i) {
+                *c = table.read(d.at);
+            }
+        }
+        seen
+    }
+
+    /// Whether no direction's slot holds its flow any more.
+    pub(super) fn gone(seen: &Seen) -> bool {
+        seen.0[0].is_none() && seen.0[1].is_none()
     }
 
     /// Records that direction `idx` is in slot `at` with counters `c` in
@@ -286,7 +298,11 @@ impl Conv {
     }
 
     pub(super) fn first_seen(seen: &Seen) -> u64 {
-        seen.0.iter().flatten().map(|c| c.first_seen_ns).min().unwrap_or(0)
+        match &seen.0 {
+            [Some(a), Some(b)] => a.first_seen_ns.min(b.first_seen_ns),
+            [Some(c), None] | [None, Some(c)] => c.first_seen_ns,
+            [None, None] => 0,
+        }
     }
 
     /// Index of the direction whose first packet came first.

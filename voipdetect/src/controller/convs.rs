@@ -144,17 +144,17 @@ impl Convs {
     pub(super) fn find_or_insert(
         &mut self,
         key: &FlowKey,
+        canonical: &FlowKey,
         word: &mut u32,
         table: &impl FlowTable,
         new: impl FnOnce() -> Option<Conv>,
     ) -> Option<(&mut Conv, &mut u64)> {
-        let canonical = key.canonical();
-        if !self.holds(*word, &canonical, Stored::inline(&canonical)) {
-            *word = match self.place(&canonical, &[key.reversed()], table) {
+        if !self.holds(*word, canonical, Stored::inline(canonical)) {
+            *word = match self.place(canonical, &[key.reversed()], table) {
                 Some(at) => at,
                 None => {
                     let conv = new()?;
-                    let stored = self.store(&canonical);
+                    let stored = self.store(canonical);
                     self.live += 1;
                     match self.free.pop() {
                         Some(at) => {
@@ -291,7 +291,7 @@ mod tests {
         t.get_or_insert_with(k, || FlowCounters::new(tag, 0));
         let (at, _, c, word) = t.iter().find(|(_, key, ..)| *key == k).unwrap();
         let mut w = word.get();
-        let mark = convs.find_or_insert(k, &mut w, t, || make.then(|| Conv::new(tag))).map(|(conv, sleep)| {
+        let mark = convs.find_or_insert(k, &k.canonical(), &mut w, t, || make.then(|| Conv::new(tag))).map(|(conv, sleep)| {
             conv.observe(usize::from(!k.is_canonical()), at, c, 0, sleep);
             conv.win_start_ns
         });

@@ -152,12 +152,13 @@ impl Controller {
     /// latest counters from their slots). `word` is the controller's word
     /// of the slot, to be left there afterwards (see [`FlowTable`]).
     pub fn observe(&mut self, at: SlotRef, key: &FlowKey, c: &FlowCounters, word: &mut u32, table: &impl FlowTable) {
-        let idx = usize::from(!key.is_canonical());
+        let canonical = key.canonical();
+        let idx = usize::from(canonical != *key);
         let min_packets = self.cfg.thresholds.min_packets_tracked;
         // A flow of a packet or two with no media hint cannot be judged
         // yet: no state until it has more (floods and scans cost nothing).
         let new = || worth_tracking(c, min_packets).then(|| Conv::new(c.first_seen_ns));
-        if let Some((conv, sleep)) = self.convs.find_or_insert(key, word, table, new) {
+        if let Some((conv, sleep)) = self.convs.find_or_insert(key, &canonical, word, table, new) {
             conv.observe(idx, at, c, self.last_poll_ns, sleep);
         }
     }
@@ -206,7 +207,7 @@ impl Controller {
             // evicted them under pressure): nothing left to judge, and
             // nothing to forget in the kernel. A verdict or a session
             // still has its own end to reach.
-            if seen.0.iter().all(Option::is_none) && conv.verdict.is_none() && conv.session().is_none() {
+            if Conv::gone(&seen) && conv.verdict.is_none() && conv.session().is_none() {
                 return false;
             }
             let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, &seen, sleep, at, &mut out);
@@ -551,10 +552,10 @@ fn pair_legs(places: &[u32], convs: &Convs, t: &Thresholds) -> Vec<(Socket, [Leg
     // Only a socket that receives on one leg can pair: index the senders
     // among those alone (a poll may hold a million one-way legs, of which
     // a handful meet at a socket).
-    // Sized for all at once: grown by doubling, its rehashes were a tenth
-    // of a poll of a million legs.
-    let mut receivers = std::collections::HashSet::with_capacity_and_hasher(places.len(), foldhash::fast::RandomState::default());
-    receivers.extend(legs().map(|l| l.receiver));
+    // Grown as needed, not sized for every leg: legs mostly share their
+    // receivers (a server, a relay), and a table for a million would be
+    // allocated and cleared every poll for a handful.
+    let receivers: std::collections::HashSet<Socket, foldhash::fast::RandomState> = legs().map(|l| l.receiver).collect();
     let mut sending: HashMap<Socket, Vec<LegAt>, foldhash::fast::RandomState> = HashMap::default();
     for l in legs().filter(|l| receivers.contains(&l.sender)) {
         sending.entry(l.sender).or_default().push(l);
