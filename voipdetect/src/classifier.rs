@@ -147,7 +147,8 @@ pub struct Thresholds {
     /// but the server only echoes now and then (quiet) or prints a burst
     /// (neither voice), so its windows never make a call. (Typing is one
     /// side speaking with the other quiet: a one-way leg, which is a call
-    /// only when its socket receives voice on another leg.)
+    /// only when its socket receives voice on another leg.) At most 255:
+    /// a conversation counts its run of one-way windows in a byte.
     pub windows_needed: u32,
     /// In-sequence RTP packets needed in a direction (over the current and
     /// the previous window) for a structural verdict. Random bytes match an
