@@ -945,6 +945,46 @@ mod tests {
         }
     }
 
+    /// A conversation whose slots the kernel gave to other flows (evicted
+    /// under pressure) is dropped without a word to the kernel, unless a
+    /// verdict still has to run out; then it is released and unblocked
+    /// at its expiry like any other.
+    #[test]
+    fn a_conversation_whose_slots_are_gone_is_dropped_unless_a_verdict_holds_it() {
+        let evict = |table: &mut Slots| {
+            for k in [key(), key().reversed()] {
+                table.remove(&k);
+            }
+        };
+        // Nothing pending: gone at the next poll, nothing forgotten.
+        let mut ctl = Controller::new(cfg(Mode::Monitor));
+        let mut table = Slots::default();
+        let mut c = new_flow(&key(), MS, 3);
+        for i in 0..10 {
+            let p = Packet { key: key(), payload_off: 0, payload_len: 1200, l3_off: 0, tcp_flags: 0 };
+            update(&mut c, &p, Hint::None, (1 + 100 * i) * MS);
+        }
+        poll(&mut ctl, &mut table, &[(key(), &c)], 1_000 * MS);
+        assert_eq!(ctl.conversations(), 1);
+        evict(&mut table);
+        let out = poll(&mut ctl, &mut table, &[], 1_250 * MS);
+        assert_eq!(ctl.conversations(), 0);
+        assert!(out.commands.is_empty(), "{:?}", out.commands);
+        // A blocked call evicted: kept until its verdict expires, then
+        // unblocked and released.
+        let mut ctl = Controller::new(cfg(Mode::Block));
+        let outs = drive(&mut ctl, 3_000, |_| true);
+        assert!(outs.iter().any(|(_, o)| o.commands.iter().any(|c| matches!(c, Command::Block { .. }))), "blocked");
+        let mut table = Slots::default();
+        let mut released = Vec::new();
+        for t in (3_250..10_000).step_by(250) {
+            let out = poll(&mut ctl, &mut table, &[], t * MS);
+            released.extend(out.commands.iter().filter(|c| matches!(c, Command::Unblock { .. })).map(|_| t));
+        }
+        assert_eq!(released.len(), 1, "{released:?}");
+        assert_eq!(ctl.conversations(), 0);
+    }
+
     #[test]
     fn a_recreated_kernel_entry_restarts_its_window() {
         let mut ctl = Controller::new(cfg(Mode::Monitor));
