@@ -128,13 +128,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
                 let started = Instant::now();
                 let now = monotonic_ns();
                 ctl.set_wall_offset(i128::from(unix_now_ns()) - i128::from(now));
-                let (flows, _) = dp.for_each_changed_flow(&mut changes, |at, k, c, word, soon| {
-                    if let Some(w) = soon {
-                        ctl.prefetch(w);
-                    }
-                    ctl.observe(at, k, c, word, &*dp);
-                });
-                let out = ctl.finish_poll(now, &*dp);
+                let (flows, out) = dp.poll(&mut changes, &mut ctl, now);
                 apply(&mut dp, &mut ctl, out, &mut outputs, &metrics, &mut names, now)?;
                 if serving {
                     let tracked = Tracked { conversations: ctl.conversations(), sessions: ctl.sessions(), blocked: ctl.blocked() };

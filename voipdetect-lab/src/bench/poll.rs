@@ -52,13 +52,7 @@ fn thread_cpu() -> Duration {
 /// changed, then judge; its thread CPU time.
 fn poll(dp: &Datapath, ctl: &mut Controller, changes: &mut ChangeTracker, now: u64) -> Duration {
     let t0 = thread_cpu();
-    dp.for_each_changed_flow(changes, |at, k, c, word, soon| {
-        if let Some(w) = soon {
-            ctl.prefetch(w);
-        }
-        ctl.observe(at, k, c, word, &**dp);
-    });
-    ctl.finish_poll(now, &**dp);
+    dp.poll(changes, ctl, now);
     thread_cpu() - t0
 }
 
@@ -138,13 +132,7 @@ pub fn run(scale: Scale) -> anyhow::Result<(Table, Table)> {
         let mut changes = dp.change_tracker();
         let mut clock = now;
         let t0 = Instant::now();
-        dp.for_each_changed_flow(&mut changes, |at, k, c, word, soon| {
-            if let Some(w) = soon {
-                ctl.prefetch(w);
-            }
-            ctl.observe(at, k, c, word, &*dp);
-        });
-        ctl.finish_poll(clock, &*dp);
+        dp.poll(&mut changes, &mut ctl, clock);
         let one_poll = t0.elapsed();
         // Each measured after as many polls at the same rate, untimed: the
         // steady state, not the transition into it (the 99 % that stop

@@ -74,6 +74,21 @@ pub(super) struct Convs {
     live: usize,
 }
 
+/// Puts `x` in the first of `v`'s holes listed in `free`, or at its end;
+/// its place.
+fn fill<T>(v: &mut Vec<T>, free: &mut Vec<u32>, x: T) -> u32 {
+    match free.pop() {
+        Some(at) => {
+            v[at as usize] = x;
+            at
+        }
+        None => {
+            v.push(x);
+            u32::try_from(v.len() - 1).expect("fewer than 4 G conversations")
+        }
+    }
+}
+
 /// The key `s` stands for.
 fn key_of(keys6: &[FlowKey], s: Stored) -> FlowKey {
     match s.aside_at() {
@@ -123,17 +138,7 @@ impl Convs {
         if let Some(s) = Stored::inline(k) {
             return s;
         }
-        let at = match self.free6.pop() {
-            Some(at) => {
-                self.keys6[at as usize] = *k;
-                at
-            }
-            None => {
-                self.keys6.push(*k);
-                u32::try_from(self.keys6.len() - 1).expect("fewer than 4 G conversations")
-            }
-        };
-        Stored::aside(at)
+        Stored::aside(fill(&mut self.keys6, &mut self.free6, *k))
     }
 
     /// The conversation of the direction-flow `key` and its sleep word,
@@ -156,17 +161,10 @@ impl Convs {
                     let conv = new()?;
                     let stored = self.store(canonical);
                     self.live += 1;
-                    match self.free.pop() {
-                        Some(at) => {
-                            self.slab[at as usize] = Some((stored, conv));
-                            at
-                        }
-                        None => {
-                            self.slab.push(Some((stored, conv)));
-                            self.asleep.push(0);
-                            u32::try_from(self.slab.len() - 1).expect("fewer than 4 G conversations")
-                        }
-                    }
+                    let at = fill(&mut self.slab, &mut self.free, Some((stored, conv)));
+                    // A hole's sleep word was cleared when it was made.
+                    self.asleep.resize(self.slab.len(), 0);
+                    at
                 }
             };
         }
@@ -234,6 +232,10 @@ impl Convs {
     /// The conversation at `place`.
     pub(super) fn at(&self, place: u32) -> Option<(FlowKey, &Conv)> {
         self.slab.get(place as usize)?.as_ref().map(|(s, c)| (key_of(&self.keys6, *s), c))
+    }
+
+    pub(super) fn at_mut(&mut self, place: u32) -> Option<&mut Conv> {
+        self.slab.get_mut(place as usize)?.as_mut().map(|(_, c)| c)
     }
 
     /// Moves the live conversations to the front, in order, once they are

@@ -67,6 +67,8 @@ fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
 #[derive(Clone, Copy)]
 struct LegAt {
     key: FlowKey,
+    /// Its conversation's place (the pairs found are issued there).
+    place: u32,
     leg: Leg,
     sender: Socket,
     receiver: Socket,
@@ -79,10 +81,11 @@ fn pairable(conv: &Conv, t: &Thresholds) -> Option<Leg> {
 
 impl LegAt {
     /// The conversation's one-way leg with its sockets (see [`pairable`]).
-    fn of(canonical: &FlowKey, conv: &Conv, t: &Thresholds) -> Option<Self> {
+    fn of(canonical: &FlowKey, place: u32, conv: &Conv, t: &Thresholds) -> Option<Self> {
         let leg = pairable(conv, t)?;
         Some(Self {
             key: *canonical,
+            place,
             leg,
             sender: Socket::of(canonical, leg.sender == 0),
             receiver: Socket::of(canonical, leg.sender != 0),
@@ -227,7 +230,7 @@ impl Controller {
                 crate::classifier::pair(to.leg.mean_size, from.leg.mean_size, "B", false),
             );
             for l in [&to, &from] {
-                if let Some(conv) = convs.get_mut(&l.key, table) {
+                if let Some(conv) = convs.at_mut(l.place) {
                     let seen = conv.seen(table);
                     let finding = Finding::Call { reason: reason.clone(), basis: Basis::Session };
                     // A leg's other side is silent: its rate is the leg's.
@@ -548,7 +551,7 @@ fn follow_policy(
 /// the two legs alike (the same codec both ways): (socket, [the leg it
 /// sends on, the leg it receives on]), from the conversations at `places`.
 fn pair_legs(places: &[u32], convs: &Convs, t: &Thresholds) -> Vec<(Socket, [LegAt; 2])> {
-    let legs = || places.iter().filter_map(|&p| convs.at(p).and_then(|(k, c)| LegAt::of(&k, c, t)));
+    let legs = || places.iter().filter_map(|&p| convs.at(p).and_then(|(k, c)| LegAt::of(&k, p, c, t)));
     // Only a socket that receives on one leg can pair: index the senders
     // among those alone (a poll may hold a million one-way legs, of which
     // a handful meet at a socket).

@@ -22,7 +22,8 @@ use super::{
 };
 use crate::{
     clock::monotonic_ns,
-    controller::{FlowTable, SlotRef},
+    controller::{Controller, FlowTable, SlotRef},
+    event::PollOutput,
 };
 
 /// Global counters summed over CPUs, indexed like [`Stat`].
@@ -62,12 +63,26 @@ pub struct ChangeTracker {
 /// at most 2^31 slots).
 const V6_SLOT: u32 = 1 << 31;
 
+/// `$body` with `$t` the table `$at` names and `$idx` its slot there, if
+/// the slot is in the table (None otherwise): the tables are two types,
+/// so one generic closure cannot serve both.
+macro_rules! on_slot {
+    ($maps:expr, $at:expr, |$t:ident, $idx:ident| $body:expr) => {{
+        let at: SlotRef = $at;
+        let $idx = at.idx & !V6_SLOT;
+        if at.idx & V6_SLOT == 0 {
+            let $t = &$maps.flows4;
+            ($idx < $t.slots()).then(|| $body)
+        } else {
+            let $t = &$maps.flows6;
+            ($idx < $t.slots()).then(|| $body)
+        }
+    }};
+}
+
 impl FlowTable for Maps {
     fn read(&self, at: SlotRef) -> Option<FlowCounters> {
-        fn of<S: Slot>(t: &Table<S>, idx: u32, generation_was: u32) -> Option<FlowCounters> {
-            (idx < t.slots()).then(|| t.read_counters(idx, generation_was)).flatten()
-        }
-        if at.idx & V6_SLOT == 0 { of(&self.flows4, at.idx, at.generation) } else { of(&self.flows6, at.idx & !V6_SLOT, at.generation) }
+        on_slot!(self, at, |t, idx| t.read_counters(idx, at.generation)).flatten()
     }
 
     fn place_of(&self, key: &FlowKey) -> Option<u32> {
@@ -79,21 +94,11 @@ impl FlowTable for Maps {
     }
 
     fn prefetch(&self, at: SlotRef) {
-        let idx = at.idx & !V6_SLOT;
-        match at.idx & V6_SLOT {
-            0 if idx < self.flows4.slots() => self.flows4.prefetch(idx),
-            V6_SLOT if idx < self.flows6.slots() => self.flows6.prefetch(idx),
-            _ => {}
-        }
+        on_slot!(self, at, |t, idx| t.prefetch(idx));
     }
 
     fn set_place(&self, at: SlotRef, place: u32) {
-        let idx = at.idx & !V6_SLOT;
-        match at.idx & V6_SLOT {
-            0 if idx < self.flows4.slots() => self.flows4.set_place(idx, at.generation, place),
-            V6_SLOT if idx < self.flows6.slots() => self.flows6.set_place(idx, at.generation, place),
-            _ => {}
-        }
+        on_slot!(self, at, |t, idx| t.set_place(idx, at.generation, place));
     }
 }
 
@@ -207,6 +212,21 @@ impl Maps {
         let (n4, c4) = self.flows4.for_each_changed(tracker.salt, |idx, k, tag, c, word, soon| f(at(idx, tag), k, c, word, soon));
         let (n6, c6) = self.flows6.for_each_changed(tracker.salt, |idx, k, tag, c, word, soon| f(at(idx | V6_SLOT, tag), k, c, word, soon));
         (n4 + n6, c4 + c6)
+    }
+
+    /// One controller poll ending at `now`, as the live driver makes it
+    /// (and the benchmarks measure it): the flows that changed since
+    /// `tracker`'s last walk listed to `ctl` (fetching ahead the
+    /// conversations of flows a little further on), then the poll finished
+    /// on these tables. Returns (flows tracked, the poll's output).
+    pub fn poll(&self, tracker: &mut ChangeTracker, ctl: &mut Controller, now: u64) -> (usize, PollOutput) {
+        let (flows, _) = self.for_each_changed_flow(tracker, |at, k, c, word, soon| {
+            if let Some(w) = soon {
+                ctl.prefetch(w);
+            }
+            ctl.observe(at, k, c, word, self);
+        });
+        (flows, ctl.finish_poll(now, self))
     }
 
     /// Retires a flow (the controller forgets idle flows), unless its slot

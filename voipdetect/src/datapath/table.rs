@@ -249,9 +249,13 @@ impl<S: Slot> Table<S> {
         const AHEAD: u32 = 16;
         let (mut n, mut changed) = (0, 0);
         for idx in 0..self.slots {
-            let Some(mut words) = self.changed_words(idx, salt) else {
-                n += usize::from(state(self.tag_now(idx)) == LIVE);
-                continue;
+            let mut words = match self.listing(idx, salt) {
+                Listing::Free => continue,
+                Listing::Unchanged => {
+                    n += 1;
+                    continue;
+                }
+                Listing::Changed(words) => words,
             };
             let Some(s) = self.read(idx) else { continue };
             n += 1;
@@ -259,27 +263,30 @@ impl<S: Slot> Table<S> {
             if words.stamp != now {
                 changed += 1;
                 words.stamp = now;
-                let soon = idx.checked_add(AHEAD).filter(|&i| i < self.slots).and_then(|i| self.changed_words(i, salt));
-                f(idx, &s.key(), s.tag(), s.counters(), &mut words.place, soon.map(|w| w.place));
-                // SAFETY: as in `changed_words`.
+                let soon = match idx.checked_add(AHEAD).filter(|&i| i < self.slots).map(|i| self.listing(i, salt)) {
+                    Some(Listing::Changed(w)) => Some(w.place),
+                    _ => None,
+                };
+                f(idx, &s.key(), s.tag(), s.counters(), &mut words.place, soon);
+                // SAFETY: as in `listing`.
                 unsafe { std::ptr::write_volatile(self.user_ptr(idx), words) };
             }
         }
         (n, changed)
     }
 
-    /// Slot `idx`'s controller words, if it holds a flow whose latest
-    /// packet is not the one they were stamped with: an unchanged flow
-    /// costs two words, not a copy of its slot (at a million flows with
-    /// few changing, the copies were most of a poll).
-    fn changed_words(&self, idx: u32, salt: u32) -> Option<UserWords> {
+    /// What slot `idx` holds for a walk stamping with `salt`, read from
+    /// three words: an unchanged flow costs those, not a copy of its slot
+    /// (at a million flows with few changing, the copies were most of a
+    /// poll).
+    fn listing(&self, idx: u32, salt: u32) -> Listing {
         if state(self.tag_now(idx)) != LIVE {
-            return None;
+            return Listing::Free;
         }
         // SAFETY: an aligned struct of two u32 in the mapping, written
         // only by this process (the program never touches it).
         let words = unsafe { std::ptr::read_volatile(self.user_ptr(idx)) };
-        (words.stamp != stamp(self.last_seen_now(idx), salt)).then_some(words)
+        if words.stamp == stamp(self.last_seen_now(idx), salt) { Listing::Unchanged } else { Listing::Changed(words) }
     }
 
     /// The slot index of `key`'s flow, if it has one.
@@ -365,6 +372,16 @@ impl<S: Slot> Table<S> {
     pub fn bytes_per_slot() -> usize {
         size_of::<S>()
     }
+}
+
+/// A slot as a change walk sees it (see [`Table::for_each_changed`]).
+enum Listing {
+    /// No flow.
+    Free,
+    /// A flow whose latest packet is the one last stamped.
+    Unchanged,
+    /// A flow with news, and the slot's controller words as they are.
+    Changed(UserWords),
 }
 
 /// A packet time as a change stamp (see [`Table::for_each_changed`]):
