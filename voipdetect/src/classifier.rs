@@ -373,7 +373,10 @@ impl Classifier {
 
     /// How each direction behaved in the window (`Absent` for none).
     pub fn kinds(&self, dirs: [Option<&DirWindow>; 2]) -> [DirKind; 2] {
-        dirs.map(|d| d.map_or(DirKind::Absent, |d| self.kind(d)))
+        // Written out rather than through `map`: every conversation every
+        // poll, and the array adapters cost more than an absent side.
+        let kind = |d: Option<&DirWindow>| d.map_or(DirKind::Absent, |d| self.kind(d));
+        [kind(dirs[0]), kind(dirs[1])]
     }
 
     /// Judges a complete window.

@@ -21,7 +21,7 @@ mod convs;
 mod session;
 mod table;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::BuildHasher};
 
 use voipdetect_common::{BlockEntry, FlowCounters, FlowKey};
 
@@ -54,9 +54,12 @@ pub struct Controller {
     wall_offset_ns: i128,
     /// When the latest poll ended.
     last_poll_ns: u64,
-    /// The places of the conversations with a one-way leg in the poll in
-    /// progress (kept: a poll of a million legs does not allocate anew).
-    legs: Vec<u32>,
+    /// The conversations with a one-way leg in the poll in progress: their
+    /// places and their senders' prints (kept: a poll of a million legs
+    /// does not allocate anew).
+    legs: Vec<[u32; 2]>,
+    /// Hashes sockets into prints for pairing legs (see `pair_legs`).
+    prints: foldhash::fast::RandomState,
 }
 
 fn dir_keys(canonical: &FlowKey) -> [FlowKey; 2] {
@@ -97,7 +100,16 @@ impl Controller {
     pub fn new(cfg: Config) -> Self {
         let classifier = Classifier::new(cfg.thresholds.clone());
         let sessions = Sessions::new(cfg.session_salt);
-        Self { cfg, classifier, convs: Convs::default(), sessions, wall_offset_ns: 0, last_poll_ns: 0, legs: Vec::new() }
+        Self {
+            cfg,
+            classifier,
+            convs: Convs::default(),
+            sessions,
+            wall_offset_ns: 0,
+            last_poll_ns: 0,
+            legs: Vec::new(),
+            prints: Default::default(),
+        }
     }
 
     /// Tells how the poll clock maps to Unix time (the live driver's
@@ -189,9 +201,15 @@ impl Controller {
         let mut out = PollOutput::default();
         let unix_ns = u64::try_from(i128::from(now_ns) + self.wall_offset_ns).unwrap_or(0);
         let prev_poll_ns = std::mem::replace(&mut self.last_poll_ns, now_ns);
-        let Self { cfg, classifier, convs, sessions, legs, .. } = self;
+        let Self { cfg, classifier, convs, sessions, legs, prints, .. } = self;
         let suspects = sessions.suspects(cfg, now_ns);
         legs.clear();
+        // The prints of the sockets that receive on a one-way leg,
+        // gathered as the legs are found (see `pair_legs`). Grown as
+        // needed, not sized for every leg: legs mostly share their
+        // receivers (a server, a relay).
+        let mut receivers = Prints::default();
+        let print = |s: &Socket| prints.hash_one(s) as u32;
         let idle = |last: u64| now_ns.saturating_sub(last) > cfg.idle_ns;
         let ahead = |conv: &Conv| conv.slots().for_each(|at| table.prefetch(at));
         convs.retain(idle, ahead, |place, canonical, conv, sleep| {
@@ -214,12 +232,13 @@ impl Controller {
                 return false;
             }
             let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, &seen, sleep, at, &mut out);
-            if keep && pairable(conv, &cfg.thresholds).is_some() {
-                legs.push(place);
+            if keep && let Some(leg) = pairable(conv, &cfg.thresholds) {
+                receivers.insert(print(&Socket::of(canonical, leg.sender != 0)));
+                legs.push([place, print(&Socket::of(canonical, leg.sender == 0))]);
             }
             keep
         });
-        for (anchor, [to, from]) in pair_legs(legs, convs, &cfg.thresholds) {
+        for (anchor, [to, from]) in pair_legs(legs, &receivers, convs, &cfg.thresholds) {
             let reason = format!(
                 "split legs at {anchor}: sends {:.0} pps to {}, receives {:.0} pps from {}, {} ms, {}",
                 to.leg.pps,
@@ -290,7 +309,8 @@ fn each_conv(
 ) -> bool {
     conv.fresh = false;
     let window_done = now_ns.saturating_sub(conv.win_start_ns) >= cfg.window_ns;
-    let windows = conv.windows(seen, now_ns);
+    let mut windows = [None, None];
+    conv.windows(seen, now_ns, &mut windows);
     let dirs = [windows[0].as_ref(), windows[1].as_ref()];
     let proto = canonical.proto;
     for d in dirs.iter().flatten() {
@@ -547,27 +567,30 @@ fn follow_policy(
     out.events.push(event(EventKind::Verdict, now_ns, canonical, conv, seen, v, now_ns, members));
 }
 
+/// Socket prints: hashes, 32 bits of them.
+type Prints = std::collections::HashSet<u32, foldhash::fast::RandomState>;
+
 /// Sockets that send voice on one leg and receive voice on another, with
 /// the two legs alike (the same codec both ways): (socket, [the leg it
-/// sends on, the leg it receives on]), from the conversations at `places`.
-fn pair_legs(places: &[u32], convs: &Convs, t: &Thresholds) -> Vec<(Socket, [LegAt; 2])> {
-    let legs = || places.iter().filter_map(|&p| convs.at(p).and_then(|(k, c)| LegAt::of(&k, p, c, t)));
+/// sends on, the leg it receives on]), from the conversations at
+/// `legs` ([place, its sender's print]), whose receivers' prints are
+/// `receivers`.
+fn pair_legs(legs: &[[u32; 2]], receivers: &Prints, convs: &Convs, t: &Thresholds) -> Vec<(Socket, [LegAt; 2])> {
+    let mut pairs = Vec::new();
+    let leg_at = |p: u32| convs.at(p).and_then(|(k, c)| LegAt::of(&k, p, c, t));
     // Only a socket that receives on one leg can pair: index the senders
-    // among those alone (a poll may hold a million one-way legs, of which
-    // a handful meet at a socket).
-    // Grown as needed, not sized for every leg: legs mostly share their
-    // receivers (a server, a relay), and a table for a million would be
-    // allocated and cleared every poll for a handful.
-    let receivers: std::collections::HashSet<Socket, foldhash::fast::RandomState> = legs().map(|l| l.receiver).collect();
+    // among those alone, found by print without reading their
+    // conversations (a poll may hold a million one-way legs, of which a
+    // handful meet at a socket). A print that matches by chance adds a
+    // sender no leg receives at: the pairing below is by socket.
     let mut sending: HashMap<Socket, Vec<LegAt>, foldhash::fast::RandomState> = HashMap::default();
-    for l in legs().filter(|l| receivers.contains(&l.sender)) {
+    for l in legs.iter().filter(|[_, sender]| receivers.contains(sender)).filter_map(|&[p, _]| leg_at(p)) {
         sending.entry(l.sender).or_default().push(l);
     }
-    let mut pairs = Vec::new();
     if sending.is_empty() {
         return pairs;
     }
-    for l in legs() {
+    for l in legs.iter().filter_map(|&[p, _]| leg_at(p)) {
         let Some(outs) = sending.get(&l.receiver) else { continue };
         let alike = |o: &&LegAt| {
             o.key != l.key && ratio(o.leg.pps, l.leg.pps) <= t.max_rate_ratio && ratio(o.leg.mean_size, l.leg.mean_size) <= t.max_size_ratio
