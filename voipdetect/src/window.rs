@@ -92,26 +92,29 @@ impl Snap {
 impl DirWindow {
     /// Activity between two full counter readings over `span_s` seconds.
     pub fn between(start: &FlowCounters, end: &FlowCounters, span_s: f64) -> Self {
-        Self::between_snaps(&Snap::of(start), &Snap::of(end), span_s, end.rtp_ssrc, end.rtp_ts_step, end.rtp_pt)
+        Self::since(&Snap::of(start), end, span_s)
     }
 
-    /// Activity from `start` to `end` over `span_s` seconds. Counters are
-    /// differenced with wrap-around (see `FlowCounters`); `rtp_ssrc`,
-    /// `rtp_ts_step` and `rtp_pt` are the latest values, not differences.
-    pub fn between_snaps(start: &Snap, end: &Snap, span_s: f64, rtp_ssrc: u32, rtp_ts_step: u16, rtp_pt: u8) -> Self {
+    /// Activity from `start` to the counters `end` over `span_s` seconds.
+    /// Counters are differenced with wrap-around (see `FlowCounters`); the
+    /// RTP SSRC, timestamp step and payload type are `end`'s, not
+    /// differences. (Straight from the counters: every conversation's
+    /// windows are built every poll, and a snapshot of `end` on the way
+    /// was a copy for nothing.)
+    pub fn since(start: &Snap, end: &FlowCounters, span_s: f64) -> Self {
         let mut iat = [0; IAT_BUCKETS];
         for (i, v) in iat.iter_mut().enumerate() {
-            *v = d8(start.iat[i], end.iat[i]);
+            *v = d8(start.iat[i], end.iat_hist[i]);
         }
         let mut size = [0; SIZE_BUCKETS];
         for (i, v) in size.iter_mut().enumerate() {
-            *v = d8(start.size[i], end.size[i]);
+            *v = d8(start.size[i], end.size_hist[i]);
         }
         Self {
             span_s,
             active_s: span_s,
             packets: end.packets.wrapping_sub(start.packets),
-            bytes: end.bytes().wrapping_sub(start.bytes()),
+            bytes: end.bytes.wrapping_sub(start.bytes()),
             empty: end.empty.wrapping_sub(start.empty),
             dropped: end.dropped.wrapping_sub(start.dropped),
             gaps: iat.iter().sum(),
@@ -122,9 +125,9 @@ impl DirWindow {
             stun: d8(start.stun, end.stun),
             dtls: d8(start.dtls, end.dtls),
             framed: d8(start.framed, end.framed),
-            rtp_ssrc,
-            rtp_ts_step: u32::from(rtp_ts_step),
-            iax2: rtp_pt == PT_IAX2,
+            rtp_ssrc: end.rtp_ssrc,
+            rtp_ts_step: u32::from(end.rtp_ts_step),
+            iax2: end.rtp_pt == PT_IAX2,
         }
     }
 

@@ -230,6 +230,7 @@ impl Conv {
     }
 
     /// Both directions' latest counters, from their slots.
+    #[inline]
     pub(super) fn seen(&self, table: &impl FlowTable) -> Seen {
         // Filled in place: every poll reads it for every conversation.
         let mut seen = Seen([None, None]);
@@ -354,7 +355,7 @@ impl Conv {
             };
             let from = self.win_start_ns.max(c.first_seen_ns);
             let span = secs(now_ns.saturating_sub(from));
-            let w = w.insert(DirWindow::between_snaps(&d.start, &Snap::of(c), span, c.rtp_ssrc, c.rtp_ts_step, c.rtp_pt));
+            let w = w.insert(DirWindow::since(&d.start, c, span));
             w.rtp_ok += d.prev_rtp_ok;
             w.active_s = secs(c.last_seen_ns.saturating_sub(from)).min(span);
         }
@@ -375,9 +376,12 @@ impl Conv {
             return None;
         }
         let t = &cfg.thresholds;
-        let age_s = secs(now_ns.saturating_sub(Self::first_seen(seen)));
-        let finding = classifier.early(proto, dirs, if age_s <= t.hinted_within_s { self.hints } else { Hints::default() })?;
-        let settled = age_s >= t.one_way_settle_s || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
+        // Worked out when needed: most conversations have no hints and no
+        // finding, and this runs for every one every poll.
+        let age_s = || secs(now_ns.saturating_sub(Self::first_seen(seen)));
+        let hints = if self.hints.any() && age_s() <= t.hinted_within_s { self.hints } else { Hints::default() };
+        let finding = classifier.early(proto, dirs, hints)?;
+        let settled = age_s() >= t.one_way_settle_s || secs(now_ns.saturating_sub(self.last_activity())) >= t.one_way_ended_s;
         match finding {
             Finding::OneWay { .. } if !settled => None,
             // One-way media already reported: only a call changes that.
