@@ -16,7 +16,7 @@ use crate::{
     clock::{Wall, monotonic_ns, rfc3339, unix_now_ns},
     config::{PSEUDONYM_KEY_ENV, Settings},
     controller::Controller,
-    datapath::{Datapath, LoadOptions, ifindex, ifname, private_mount_namespace},
+    datapath::{Datapath, LoadOptions, ifindex, ifname, private_mount_namespace, random_seed},
     event::{Command, EventKind, PollOutput},
     metrics::{Metrics, Tracked},
     outputs::{Outputs, Pseudonymizer},
@@ -102,10 +102,7 @@ pub async fn run(s: Settings, kernel_debug_log: bool) -> anyhow::Result<()> {
     let serving = listener.is_some();
     let _server = listener.map(|l| tokio::spawn(metrics.clone().serve(l)));
     // Session ids mix in a secret of this run: they say nothing about addresses.
-    let salt = {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        std::collections::hash_map::RandomState::new().build_hasher().finish()
-    };
+    let salt = random_seed();
     let rules = policy.rules.len();
     let mut ctl = Controller::new(crate::controller::Config { session_salt: salt, policy, ..s.controller() });
     let mut names = IfNames::default();

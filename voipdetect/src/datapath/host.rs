@@ -1,5 +1,6 @@
 //! Facts about the host the program runs on: interfaces, capabilities,
-//! the BPF filesystem, and what is already attached to an interface.
+//! the BPF filesystem, what is already attached to an interface, and its
+//! random pool.
 
 use std::{ffi::CString, path::Path};
 
@@ -132,6 +133,20 @@ fn may_load_xdp(status: &str) -> anyhow::Result<bool> {
         .ok_or_else(|| anyhow!("no CapEff in /proc/self/status"))?;
     let has = |cap: u32| eff & (1 << cap) != 0;
     Ok((has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN))
+}
+
+/// Eight bytes from the kernel's random pool: the tables' hash seed and
+/// the salts of this run (session ids, change stamps).
+pub fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        return u64::from_ne_bytes(b);
+    }
+    // Never short for 8 bytes on Linux; a clock-based seed beats none.
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 #[cfg(test)]

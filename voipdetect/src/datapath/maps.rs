@@ -17,7 +17,7 @@ use voipdetect_common::{
 };
 
 use super::{
-    host::check_privileges,
+    host::{check_privileges, random_seed},
     table::{Slot, Table},
 };
 use crate::{
@@ -191,9 +191,7 @@ impl Maps {
     /// reports every flow. Only one may be in use on a table at a time
     /// (they share the slots' words).
     pub fn change_tracker(&self) -> ChangeTracker {
-        // Any per-process randomness will do: std's hasher keys are.
-        use std::hash::{BuildHasher as _, Hasher as _};
-        ChangeTracker { salt: std::collections::hash_map::RandomState::new().build_hasher().finish() as u32 }
+        ChangeTracker { salt: random_seed() as u32 }
     }
 
     /// Calls `f` for the direction-flows with packets (or drops) since the

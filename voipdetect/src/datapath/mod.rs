@@ -43,7 +43,7 @@ use self::{
     pins::{MAP_NAMES, link_pin, pinned_links},
 };
 pub use self::{
-    host::{check_privileges, ifindex, ifname, private_mount_namespace, xdp_prog},
+    host::{check_privileges, ifindex, ifname, private_mount_namespace, random_seed, xdp_prog},
     maps::{ChangeTracker, Maps, Stats},
 };
 
@@ -335,18 +335,6 @@ fn kernel_tick_ns() -> u64 {
     let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
     let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     if ok && (1_000_000..=10_000_000).contains(&ns) { ns } else { DEFAULT_TICK_NS }
-}
-
-fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        return u64::from_ne_bytes(b);
-    }
-    // Never short for 8 bytes on Linux; a clock-based seed beats none.
-    use std::hash::{BuildHasher as _, Hasher as _};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// Forwards the program's aya-log lines to the `log` crate.

@@ -172,14 +172,18 @@ impl<S: Slot> Table<S> {
         (before == after && copy.tag() == before).then_some(copy)
     }
 
+    /// Slot `idx`'s tag, if the slot still holds the flow of generation
+    /// `generation_was`.
+    fn holding(&self, idx: u32, generation_was: u32) -> Option<u64> {
+        let t = self.tag_now(idx);
+        (state(t) == LIVE && generation(t) == generation_was).then_some(t)
+    }
+
     /// A consistent copy of slot `idx`'s counters if it still holds the
     /// flow of generation `generation_was` (the counters alone: the
     /// controller reads them for every conversation it judges).
     pub fn read_counters(&self, idx: u32, generation_was: u32) -> Option<FlowCounters> {
-        let before = self.tag_now(idx);
-        if state(before) != LIVE || generation(before) != generation_was {
-            return None;
-        }
+        let before = self.holding(idx, generation_was)?;
         // SAFETY: the counters inside the slot in the mapping, 8-byte
         // aligned (COUNTERS_AT is); a volatile copy as in `read`.
         let copy = unsafe { volatile_words(self.ptr(idx).cast::<u8>().add(S::COUNTERS_AT).cast::<FlowCounters>()) };
@@ -221,8 +225,7 @@ impl<S: Slot> Table<S> {
     /// Sets slot `idx`'s place word if the slot still holds a flow of
     /// generation `generation_was`.
     pub fn set_place(&self, idx: u32, generation_was: u32, place: u32) {
-        let t = self.tag_now(idx);
-        if state(t) == LIVE && generation(t) == generation_was {
+        if self.holding(idx, generation_was).is_some() {
             // SAFETY: as in `place`.
             unsafe { std::ptr::write_volatile(&raw mut (*self.user_ptr(idx)).place, place) };
         }

@@ -125,11 +125,7 @@ impl Engine {
         // hash map's iteration order.
         let mut order: Vec<_> = self.flows.iter().collect();
         order.sort_unstable_by_key(|(_, k, c, _)| (c.first_seen_ns, **k));
-        for (at, k, c, word) in order {
-            let mut w = word.get();
-            self.ctl.observe(at, k, c, &mut w, &self.flows);
-            word.set(w);
-        }
+        self.flows.list(&mut self.ctl, order);
         let out = self.ctl.finish_poll(now_ns, &self.flows);
         for cmd in &out.commands {
             match cmd {
@@ -509,11 +505,7 @@ mod order {
                 if descending {
                     listed.reverse();
                 }
-                for (at, k, c, word) in listed {
-                    let mut w = word.get();
-                    ctl.observe(at, k, c, &mut w, &flows);
-                    word.set(w);
-                }
+                flows.list(&mut ctl, listed);
                 out.extend(
                     ctl.finish_poll(next_poll, &flows)
                         .events

@@ -8,7 +8,7 @@ use std::{cell::Cell, collections::HashMap};
 
 use voipdetect_common::{FlowCounters, FlowKey};
 
-use crate::controller::{FlowTable, SlotRef};
+use crate::controller::{Controller, FlowTable, SlotRef};
 
 struct Slot {
     key: FlowKey,
@@ -18,6 +18,10 @@ struct Slot {
     /// The controller's word (see `FlowTable`); a new flow inherits it.
     place: Cell<u32>,
 }
+
+/// A flow as [`Slots::iter`] gives it: its slot, key, counters and the
+/// controller's word.
+pub type Listed<'a> = (SlotRef, &'a FlowKey, &'a FlowCounters, &'a Cell<u32>);
 
 #[derive(Default)]
 pub struct Slots {
@@ -65,8 +69,24 @@ impl Slots {
         Some(s.c)
     }
 
+    /// The slot `at` names, if it still holds that flow.
+    fn holding(&self, at: SlotRef) -> Option<&Slot> {
+        self.slots.get(at.idx as usize).filter(|s| s.live && s.generation == at.generation)
+    }
+
+    /// Lists `flows` (from [`Slots::iter`], in the caller's order) to
+    /// `ctl`, each with its slot's word, as the program's change walk
+    /// lists its slots.
+    pub fn list<'a>(&'a self, ctl: &mut Controller, flows: impl IntoIterator<Item = Listed<'a>>) {
+        for (at, k, c, word) in flows {
+            let mut w = word.get();
+            ctl.observe(at, k, c, &mut w, self);
+            word.set(w);
+        }
+    }
+
     /// Every flow with its slot and the controller's word in it.
-    pub fn iter(&self) -> impl Iterator<Item = (SlotRef, &FlowKey, &FlowCounters, &Cell<u32>)> {
+    pub fn iter(&self) -> impl Iterator<Item = Listed<'_>> {
         self.slots
             .iter()
             .enumerate()
@@ -77,8 +97,7 @@ impl Slots {
 
 impl FlowTable for Slots {
     fn read(&self, at: SlotRef) -> Option<FlowCounters> {
-        let s = self.slots.get(at.idx as usize)?;
-        (s.live && s.generation == at.generation).then_some(s.c)
+        self.holding(at).map(|s| s.c)
     }
 
     fn place_of(&self, key: &FlowKey) -> Option<u32> {
@@ -86,7 +105,7 @@ impl FlowTable for Slots {
     }
 
     fn set_place(&self, at: SlotRef, place: u32) {
-        if let Some(s) = self.slots.get(at.idx as usize).filter(|s| s.live && s.generation == at.generation) {
+        if let Some(s) = self.holding(at) {
             s.place.set(place);
         }
     }
