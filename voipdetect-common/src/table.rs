@@ -113,6 +113,14 @@ pub fn key4(k: &FlowKey) -> [u64; 2] {
     [addrs, rest]
 }
 
+/// The words of the opposite direction of an IPv4 key's words (those of
+/// [`FlowKey::reversed`]), without going through a key.
+#[inline(always)]
+pub fn reversed4(w: [u64; 2]) -> [u64; 2] {
+    let ports = (w[1] & 0xffff) << 16 | (w[1] >> 16) & 0xffff;
+    [w[0].rotate_left(32), (w[1] & !0xffff_ffff) | ports]
+}
+
 /// An IPv6 key's words: the key's 40 bytes.
 #[inline(always)]
 pub fn key6(k: &FlowKey) -> [u64; 5] {
@@ -206,6 +214,10 @@ mod tests {
         assert_eq!(flow_key6(&key6(&k6)), k6);
         // The two directions of a conversation are two keys.
         assert_ne!(key4(&k), key4(&k.reversed()));
+        let odd = FlowKey { sport: 0xfffe, dport: 1, proto: 0xff, ..v4(0xff_ffff) };
+        for k in [k, odd, odd.reversed()] {
+            assert_eq!(reversed4(key4(&k)), key4(&k.reversed()));
+        }
     }
 
     #[test]

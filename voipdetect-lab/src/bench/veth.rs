@@ -109,88 +109,120 @@ fn enable_gro(p: &Pair) -> anyhow::Result<()> {
     p.sink_ns.exec("ethtool", &["-K", &p.sink_if, "gro", "on"]).map(drop).context("ethtool -K gro on")
 }
 
-struct Outcome {
-    name: &'static str,
-    handled: u64,
-    elapsed: Duration,
-    offered: u32,
+/// The receivers of the end-to-end table, in its order.
+#[derive(Clone, Copy, PartialEq)]
+enum Receiver {
+    Socket,
+    XdpDrop,
+    Blocked,
+    Tracked,
+    NftIngress,
+    NftPrerouting,
 }
 
-pub fn run(scale: Scale) -> anyhow::Result<Table> {
-    let n: u32 = scale.pick(10_000_000, 200_000);
-    let mut outcomes = Vec::new();
+impl Receiver {
+    const ALL: [Receiver; 6] =
+        [Receiver::Socket, Receiver::XdpDrop, Receiver::Blocked, Receiver::Tracked, Receiver::NftIngress, Receiver::NftPrerouting];
 
-    // No filter: a bound UDP socket takes everything.
-    {
-        let p = pair()?;
-        enable_gro(&p)?;
-        let _sock = in_ns(p.sink_ns.name(), || Ok(std::net::UdpSocket::bind((SINK_IP, PORT))?))?;
-        let before = udp_in(&p.sink_ns)?;
-        let elapsed = generate(&p, n)?;
-        outcomes.push(Outcome { name: "no filter (bound UDP socket)", handled: udp_in(&p.sink_ns)? - before, elapsed, offered: n });
-    }
-    // Plain XDP_DROP: the reference.
-    {
-        let p = pair()?;
-        let mut refs = BenchProgs::load(0)?;
-        in_ns(p.sink_ns.name(), || {
-            refs.prog("bench_count_drop")?.attach(&p.sink_if, XdpMode::Driver)?;
-            Ok(())
-        })?;
-        let elapsed = generate(&p, n)?;
-        outcomes.push(Outcome { name: "plain XDP_DROP", handled: refs.dropped()?, elapsed, offered: n });
-    }
-    // voipdetect, dropping a blocklisted flow and passing a tracked one.
-    for block in [true, false] {
-        let p = pair()?;
-        let mut dp = Datapath::load(&LoadOptions::default())?;
-        in_ns(p.sink_ns.name(), || dp.attach(&p.sink_if).map(drop))?;
-        let _sock = in_ns(p.sink_ns.name(), || Ok(std::net::UdpSocket::bind((SINK_IP, PORT))?))?;
-        if block {
-            let key = parse_ethernet(frame().as_slice()).map_err(|s| anyhow!("{s:?}"))?.key;
-            let now = monotonic_ns();
-            dp.block(&[key], BlockEntry::drop(now + 3_600_000_000_000, now))?;
+    fn name(self) -> &'static str {
+        match self {
+            Receiver::Socket => "no filter (bound UDP socket)",
+            Receiver::XdpDrop => "plain XDP_DROP",
+            Receiver::Blocked => "voipdetect, blocklisted flow dropped",
+            Receiver::Tracked => "voipdetect, tracked flow passed",
+            Receiver::NftIngress => "nftables netdev ingress drop",
+            Receiver::NftPrerouting => "nftables inet prerouting drop",
         }
-        let elapsed = generate(&p, n)?;
-        let s = dp.stats()?;
-        let (name, handled) = if block {
-            ("voipdetect, blocklisted flow dropped", s.get(Stat::Dropped))
-        } else {
-            ("voipdetect, tracked flow passed", s.get(Stat::Tracked))
-        };
-        outcomes.push(Outcome { name, handled, elapsed, offered: n });
     }
-    // nftables, at the earliest hook it has and in prerouting.
-    for (name, family, chain) in [
-        ("nftables netdev ingress drop", "netdev", "type filter hook ingress device IFACE priority 0;"),
-        ("nftables inet prerouting drop", "inet", "type filter hook prerouting priority -300;"),
-    ] {
-        let p = pair()?;
-        enable_gro(&p)?;
-        let chain = chain.replace("IFACE", &p.sink_if);
-        let script = format!("table {family} vdbench {{\n  chain c {{\n    {chain}\n    udp dport {PORT} counter drop\n  }}\n}}\n");
-        let file = std::env::temp_dir().join(format!("voipdetect-bench-{}.nft", std::process::id()));
-        std::fs::write(&file, &script)?;
-        let loaded = p.sink_ns.exec("nft", &["-f", &file.to_string_lossy()]).context("nft");
-        let _ = std::fs::remove_file(&file);
-        loaded?;
-        let elapsed = generate(&p, n)?;
-        outcomes.push(Outcome { name, handled: nft_counter(&p.sink_ns)?, elapsed, offered: n });
-    }
+}
 
-    let rate = |o: &Outcome| o.handled as f64 / o.elapsed.as_secs_f64() / 1e6;
-    let reference = outcomes.iter().find(|o| o.name == "plain XDP_DROP").map(rate).unwrap_or(f64::NAN);
+/// One measurement: `n` frames into a fresh pair whose receiving end is
+/// `r`; returns (frames it handled, the generator's wall time).
+fn once(r: Receiver, n: u32) -> anyhow::Result<(u64, Duration)> {
+    let p = pair()?;
+    match r {
+        // No filter: a bound UDP socket takes everything.
+        Receiver::Socket => {
+            enable_gro(&p)?;
+            let _sock = in_ns(p.sink_ns.name(), || Ok(std::net::UdpSocket::bind((SINK_IP, PORT))?))?;
+            let before = udp_in(&p.sink_ns)?;
+            let elapsed = generate(&p, n)?;
+            Ok((udp_in(&p.sink_ns)? - before, elapsed))
+        }
+        // Plain XDP_DROP: the reference.
+        Receiver::XdpDrop => {
+            let mut refs = BenchProgs::load(0)?;
+            in_ns(p.sink_ns.name(), || {
+                refs.prog("bench_count_drop")?.attach(&p.sink_if, XdpMode::Driver)?;
+                Ok(())
+            })?;
+            let elapsed = generate(&p, n)?;
+            Ok((refs.dropped()?, elapsed))
+        }
+        // voipdetect, dropping a blocklisted flow or passing a tracked one.
+        Receiver::Blocked | Receiver::Tracked => {
+            let block = r == Receiver::Blocked;
+            let mut dp = Datapath::load(&LoadOptions::default())?;
+            in_ns(p.sink_ns.name(), || dp.attach(&p.sink_if).map(drop))?;
+            let _sock = in_ns(p.sink_ns.name(), || Ok(std::net::UdpSocket::bind((SINK_IP, PORT))?))?;
+            if block {
+                let key = parse_ethernet(frame().as_slice()).map_err(|s| anyhow!("{s:?}"))?.key;
+                let now = monotonic_ns();
+                dp.block(&[key], BlockEntry::drop(now + 3_600_000_000_000, now))?;
+            }
+            let elapsed = generate(&p, n)?;
+            let s = dp.stats()?;
+            Ok((if block { s.get(Stat::Dropped) } else { s.get(Stat::Tracked) }, elapsed))
+        }
+        // nftables, at the earliest hook it has and in prerouting.
+        Receiver::NftIngress | Receiver::NftPrerouting => {
+            let (family, chain) = if r == Receiver::NftIngress {
+                ("netdev", format!("type filter hook ingress device {} priority 0;", p.sink_if))
+            } else {
+                ("inet", "type filter hook prerouting priority -300;".to_string())
+            };
+            enable_gro(&p)?;
+            let script = format!("table {family} vdbench {{\n  chain c {{\n    {chain}\n    udp dport {PORT} counter drop\n  }}\n}}\n");
+            let file = std::env::temp_dir().join(format!("voipdetect-bench-{}.nft", std::process::id()));
+            std::fs::write(&file, &script)?;
+            let loaded = p.sink_ns.exec("nft", &["-f", &file.to_string_lossy()]).context("nft");
+            let _ = std::fs::remove_file(&file);
+            loaded?;
+            let elapsed = generate(&p, n)?;
+            Ok((nft_counter(&p.sink_ns)?, elapsed))
+        }
+    }
+}
+
+/// Every receiver in turn, round after round (the host's speed drifts
+/// over a run: a ratio is taken inside each round, and the table gives
+/// the medians over the rounds).
+pub fn run(scale: Scale) -> anyhow::Result<Table> {
+    let n: u32 = scale.pick(2_000_000, 200_000);
+    let rounds = scale.pick(5, 1);
+    let all = Receiver::ALL;
+    // Per receiver: the rates (Mpps) and handled shares, one per round.
+    let (mut rates, mut shares) = (vec![Vec::new(); all.len()], vec![Vec::new(); all.len()]);
+    for _ in 0..rounds {
+        for (i, r) in all.iter().enumerate() {
+            let (handled, elapsed) = once(*r, n)?;
+            rates[i].push(handled as f64 / elapsed.as_secs_f64() / 1e6);
+            shares[i].push(handled as f64 / f64::from(n));
+        }
+    }
+    let at = |r: Receiver| all.iter().position(|&x| x == r).expect("listed");
+    let ratio_to = |i: usize, reference: Receiver| super::median(rates[i].iter().zip(&rates[at(reference)]).map(|(a, b)| a / b).collect());
     let mut t = Table::new(
-        "End to end on a veth pair (live-frames generator, 64-byte UDP frames)",
-        &["receiver", "handled Mpps", "ratio to plain XDP_DROP", "offered Mpps", "handled / offered"],
+        &format!("End to end on a veth pair (live-frames generator, 64-byte UDP frames, {rounds} rounds of {n} frames, medians)"),
+        &["receiver", "handled Mpps", "ratio to plain XDP_DROP", "ratio to nftables netdev ingress", "handled / offered"],
     );
-    for o in &outcomes {
+    for (i, r) in all.iter().enumerate() {
         t.row(vec![
-            o.name.into(),
-            format!("{:.2}", rate(o)),
-            format!("{:.2}", rate(o) / reference),
-            format!("{:.2}", f64::from(o.offered) / o.elapsed.as_secs_f64() / 1e6),
-            format!("{:.0} %", 100.0 * o.handled as f64 / f64::from(o.offered)),
+            r.name().into(),
+            format!("{:.2}", super::median(rates[i].clone())),
+            format!("{:.2}", ratio_to(i, Receiver::XdpDrop)),
+            format!("{:.2}", ratio_to(i, Receiver::NftIngress)),
+            format!("{:.0} %", 100.0 * super::median(shares[i].clone())),
         ]);
     }
     Ok(t)

@@ -230,16 +230,22 @@ impl Conv {
     }
 
     /// Both directions' latest counters, from their slots.
-    #[inline]
     pub(super) fn seen(&self, table: &impl FlowTable) -> Seen {
-        // Filled in place: every poll reads it for every conversation.
         let mut seen = Seen([None, None]);
+        self.read_seen(table, &mut seen);
+        seen
+    }
+
+    /// [`Conv::seen`] into `seen`, whose counters are overwritten in place
+    /// (the poll reads them for every conversation into one `Seen`).
+    #[inline]
+    pub(super) fn read_seen(&self, table: &impl FlowTable, seen: &mut Seen) {
         for (i, c) in seen.0.iter_mut().enumerate() {
-            if let Some(d) = self.dir(i) {
-                *c = table.read(d.at);
+            match self.dir(i) {
+                Some(d) => table.read_into(d.at, c),
+                None => *c = None,
             }
         }
-        seen
     }
 
     /// Whether no direction's slot holds its flow any more.
@@ -355,7 +361,10 @@ impl Conv {
             };
             let from = self.win_start_ns.max(c.first_seen_ns);
             let span = secs(now_ns.saturating_sub(from));
-            let w = w.insert(DirWindow::since(&d.start, c, span));
+            // Written in place: a window is 152 bytes, built for every
+            // conversation every poll.
+            let w = w.get_or_insert_with(DirWindow::default);
+            w.set_since(&d.start, c, span);
             w.rtp_ok += d.prev_rtp_ok;
             w.active_s = secs(c.last_seen_ns.saturating_sub(from)).min(span);
         }

@@ -20,7 +20,7 @@
 use voipdetect_common::{
     FlowKey,
     flow::FAMILY_V4,
-    table::{flow_key4, key4},
+    table::{flow_key4, key4, reversed4},
 };
 
 use super::{conv::Conv, table::FlowTable};
@@ -43,6 +43,15 @@ impl Stored {
     fn inline(k: &FlowKey) -> Option<Self> {
         let bare = |a: &[u8; 16]| a[4..] == [0; 12];
         (k.family == FAMILY_V4 && bare(&k.src) && bare(&k.dst) && k._pad == [0; 2]).then(|| Self(key4(k)))
+    }
+
+    /// The inline form of the canonical key of a conversation whose
+    /// direction `k` is (`reverse`: `k` is the reverse direction), if it
+    /// has one: [`Stored::inline`] of `k.canonical()` without the key.
+    #[inline]
+    fn inline_of_dir(k: &FlowKey, reverse: bool) -> Option<Self> {
+        let s = Self::inline(k)?;
+        Some(if reverse { Self(reversed4(s.0)) } else { s })
     }
 
     fn aside(at: u32) -> Self {
@@ -146,15 +155,26 @@ impl Convs {
     /// the conversation has seen this direction) or its reverse
     /// direction's slot, or made by `new` (which may decline: None).
     /// `word` is set to its place: the caller leaves it in the slot.
+    ///
+    /// `reverse` says which direction `key` is (`!key.is_canonical()`).
+    /// A listed flow's word mostly names its conversation already: that
+    /// is checked without making the canonical key (every changed flow of
+    /// every poll comes through here).
     pub(super) fn find_or_insert(
         &mut self,
         key: &FlowKey,
-        canonical: &FlowKey,
+        reverse: bool,
         word: &mut u32,
         table: &impl FlowTable,
         new: impl FnOnce() -> Option<Conv>,
     ) -> Option<(&mut Conv, &mut u64)> {
-        if !self.holds(*word, canonical, Stored::inline(canonical)) {
+        let canonical = || if reverse { key.reversed() } else { *key };
+        let found = match Stored::inline_of_dir(key, reverse) {
+            Some(inline) => self.slab.get(*word as usize).is_some_and(|e| e.as_ref().is_some_and(|(s, _)| *s == inline)),
+            None => self.holds(*word, &canonical(), None),
+        };
+        if !found {
+            let canonical = &canonical();
             *word = match self.place(canonical, &[key.reversed()], table) {
                 Some(at) => at,
                 None => {
@@ -293,7 +313,7 @@ mod tests {
         t.get_or_insert_with(k, || FlowCounters::new(tag, 0));
         let (at, _, c, word) = t.iter().find(|(_, key, ..)| *key == k).unwrap();
         let mut w = word.get();
-        let mark = convs.find_or_insert(k, &k.canonical(), &mut w, t, || make.then(|| Conv::new(tag))).map(|(conv, sleep)| {
+        let mark = convs.find_or_insert(k, !k.is_canonical(), &mut w, t, || make.then(|| Conv::new(tag))).map(|(conv, sleep)| {
             conv.observe(usize::from(!k.is_canonical()), at, c, 0, sleep);
             conv.win_start_ns
         });
@@ -316,6 +336,12 @@ mod tests {
         // first direction's slot.
         let back = key(8).reversed();
         t.get_or_insert_with(&back, || FlowCounters::new(8, 0));
+        t.set_place(t.iter().find(|(_, k, ..)| **k == back).unwrap().0, t.place_of(&key(7)).unwrap());
+        assert_eq!(list(&mut convs, &mut t, &back, 8, false), Some(8));
+        assert_eq!(t.place_of(&back), t.place_of(&key(8)));
+        // Now its own word names it: found without the canonical key.
+        assert_eq!(list(&mut convs, &mut t, &back, 8, false), Some(8));
+        // A word naming another conversation is not taken for this one's.
         t.set_place(t.iter().find(|(_, k, ..)| **k == back).unwrap().0, t.place_of(&key(7)).unwrap());
         assert_eq!(list(&mut convs, &mut t, &back, 8, false), Some(8));
         assert_eq!(t.place_of(&back), t.place_of(&key(8)));

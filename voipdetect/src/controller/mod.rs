@@ -167,14 +167,13 @@ impl Controller {
     /// latest counters from their slots). `word` is the controller's word
     /// of the slot, to be left there afterwards (see [`FlowTable`]).
     pub fn observe(&mut self, at: SlotRef, key: &FlowKey, c: &FlowCounters, word: &mut u32, table: &impl FlowTable) {
-        let canonical = key.canonical();
-        let idx = usize::from(canonical != *key);
+        let reverse = !key.is_canonical();
         let min_packets = self.cfg.thresholds.min_packets_tracked;
         // A flow of a packet or two with no media hint cannot be judged
         // yet: no state until it has more (floods and scans cost nothing).
         let new = || worth_tracking(c, min_packets).then(|| Conv::new(c.first_seen_ns));
-        if let Some((conv, sleep)) = self.convs.find_or_insert(key, &canonical, word, table, new) {
-            conv.observe(idx, at, c, self.last_poll_ns, sleep);
+        if let Some((conv, sleep)) = self.convs.find_or_insert(key, reverse, word, table, new) {
+            conv.observe(usize::from(reverse), at, c, self.last_poll_ns, sleep);
         }
     }
 
@@ -212,6 +211,7 @@ impl Controller {
         let print = |s: &Socket| prints.hash_one(s) as u32;
         let idle = |last: u64| now_ns.saturating_sub(last) > cfg.idle_ns;
         let ahead = |conv: &Conv| conv.slots().for_each(|at| table.prefetch(at));
+        let mut seen = Seen([None, None]);
         convs.retain(idle, ahead, |place, canonical, conv, sleep| {
             // Asleep (and so idle, or the walk would have passed it over):
             // only its idle time counts (no session, no verdict).
@@ -223,15 +223,16 @@ impl Controller {
                 return !idle;
             }
             let at = Times { now_ns, unix_ns, prev_poll_ns };
-            let seen = conv.seen(table);
+            conv.read_seen(table, &mut seen);
+            let seen = &seen;
             // Every direction's slot has taken another flow (the kernel
             // evicted them under pressure): nothing left to judge, and
             // nothing to forget in the kernel. A verdict or a session
             // still has its own end to reach.
-            if Conv::gone(&seen) && conv.verdict.is_none() && conv.session().is_none() {
+            if Conv::gone(seen) && conv.verdict.is_none() && conv.session().is_none() {
                 return false;
             }
-            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, &seen, sleep, at, &mut out);
+            let keep = each_conv(cfg, classifier, sessions, &suspects, canonical, conv, seen, sleep, at, &mut out);
             if keep && let Some(leg) = pairable(conv, &cfg.thresholds) {
                 receivers.insert(print(&Socket::of(canonical, leg.sender != 0)));
                 legs.push([place, print(&Socket::of(canonical, leg.sender == 0))]);

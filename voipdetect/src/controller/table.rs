@@ -23,6 +23,12 @@ pub trait FlowTable {
     /// The counters in `at`, unless the slot has since taken another flow
     /// or none.
     fn read(&self, at: SlotRef) -> Option<FlowCounters>;
+    /// [`FlowTable::read`] into `out`, where a copy may be written in
+    /// place (every poll reads every conversation's counters: returned by
+    /// value, they were copied once more on the way).
+    fn read_into(&self, at: SlotRef, out: &mut Option<FlowCounters>) {
+        *out = self.read(at);
+    }
     /// The controller's word in the slot of `key`'s flow, if it has one.
     fn place_of(&self, key: &FlowKey) -> Option<u32>;
     /// Leaves `place` in the controller's word of `at`, unless the slot

@@ -85,6 +85,12 @@ impl FlowTable for Maps {
         on_slot!(self, at, |t, idx| t.read_counters(idx, at.generation)).flatten()
     }
 
+    fn read_into(&self, at: SlotRef, out: &mut Option<FlowCounters>) {
+        if on_slot!(self, at, |t, idx| t.read_counters_into(idx, at.generation, out)) != Some(true) {
+            *out = None;
+        }
+    }
+
     fn place_of(&self, key: &FlowKey) -> Option<u32> {
         if key.family == FAMILY_V4 {
             self.flows4.find(key, self.seed).map(|idx| self.flows4.place(idx))

@@ -190,6 +190,18 @@ impl<S: Slot> Table<S> {
         (self.tag_now(idx) == before).then_some(copy)
     }
 
+    /// [`Table::read_counters`] into `out`, in place when it holds
+    /// counters already; whether it did (`out` is left unspecified if not).
+    pub fn read_counters_into(&self, idx: u32, generation_was: u32, out: &mut Option<FlowCounters>) -> bool {
+        let Some(before) = self.holding(idx, generation_was) else { return false };
+        let to = out.get_or_insert_with(FlowCounters::default);
+        // SAFETY: the counters inside the slot in the mapping, 8-byte
+        // aligned (COUNTERS_AT is), copied as in `read`; `to` is a whole
+        // FlowCounters, plain data of whole words.
+        unsafe { volatile_copy(self.ptr(idx).cast::<u8>().add(S::COUNTERS_AT).cast::<FlowCounters>(), to) };
+        self.tag_now(idx) == before
+    }
+
     /// Calls `f` with every flow in the table: its slot index, key, tag and
     /// counters.
     pub fn for_each(&self, mut f: impl FnMut(u32, &FlowKey, u64, &FlowCounters)) -> usize {
@@ -401,13 +413,23 @@ fn stamp(last_seen_ns: u64, salt: u32) -> u32 {
 /// size is a multiple of 8 (every slot type is).
 #[inline(always)]
 unsafe fn volatile_words<S: Copy>(src: *const S) -> S {
-    const { assert!(size_of::<S>().is_multiple_of(8) && align_of::<S>() >= 8) };
     let mut out = std::mem::MaybeUninit::<S>::uninit();
-    let (from, to) = (src.cast::<u64>(), out.as_mut_ptr().cast::<u64>());
+    // SAFETY: the caller's contract; `out` is S's room.
+    unsafe { volatile_copy(src, out.as_mut_ptr()) };
+    // SAFETY: every word written; plain data (the caller's contract).
+    unsafe { out.assume_init() }
+}
+
+/// [`volatile_words`] into `to`.
+///
+/// # Safety
+/// As for [`volatile_words`], and `to` is valid for writes and aligned.
+#[inline(always)]
+unsafe fn volatile_copy<S: Copy>(src: *const S, to: *mut S) {
+    const { assert!(size_of::<S>().is_multiple_of(8) && align_of::<S>() >= 8) };
+    let (from, to) = (src.cast::<u64>(), to.cast::<u64>());
     for i in 0..size_of::<S>() / 8 {
         // SAFETY: inside both (the caller's contract).
         unsafe { to.add(i).write(std::ptr::read_volatile(from.add(i))) };
     }
-    // SAFETY: every word written; plain data (the caller's contract).
-    unsafe { out.assume_init() }
 }
