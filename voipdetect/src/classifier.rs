@@ -77,6 +77,18 @@ pub struct Thresholds {
     /// too. Games keep their tick rates (60, 64, 128 Hz) away from codec
     /// clocks, and their state sizes spread.
     pub jitter_min_share: f64,
+    /// On a path that loses nothing, a packet held up for a whole interval
+    /// leaves a gap twice the interval, which the jittered-clock test counts
+    /// as a lost frame (see `DirWindow::jittered_cadence`): a 20 ms stream
+    /// with 8 ms of queueing on average, and no loss, counts 5–9 of them in
+    /// about one window in eight, an apparent rate as sent of 56–59/s, over
+    /// the margin. The next packet catches up back to back; counting
+    /// as lost only the long gaps beyond such bursts, a direction at the
+    /// clock's rate within this factor (a packet more or less at each edge
+    /// of a window) is that clock. Half the margin of
+    /// `max_rate_over_cadence`: a 60 Hz game that loses a tenth of its ticks
+    /// sends 54/s, and on a path as jittery catches up as often.
+    pub max_rate_caught_up: f64,
     /// A direction at a 20 or 30 ms cadence is not that clock when more than
     /// this many of its gaps, and more than `max_off_clock_share` of them,
     /// fall between the interval and twice it while fewer than a third as
@@ -222,6 +234,7 @@ impl Default for Thresholds {
             max_rate_over_cadence: 1.12,
             rate_cadence_min_share: 0.2,
             jitter_min_share: 0.6,
+            max_rate_caught_up: 1.06,
             max_off_clock_gaps: 2,
             max_off_clock_share: 0.05,
             min_size_stability: 0.7,
@@ -532,7 +545,7 @@ impl Classifier {
             return DirKind::Voice { pps, cadence_ms, mean_size };
         }
         if voice_shaped
-            && let Some((cadence_ms, share)) = d.jittered_cadence(pps, t.max_rate_over_cadence)
+            && let Some((cadence_ms, share)) = d.jittered_cadence(pps, t.max_rate_over_cadence, t.max_rate_caught_up)
             && share >= t.jitter_min_share
             && self.on_clock(d, cadence_ms)
         {

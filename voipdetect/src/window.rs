@@ -196,9 +196,14 @@ impl DirWindow {
     /// a gap in the bucket of twice or three times the interval (see
     /// [`LOSS_BUCKETS`]) stands for one or two frames that never arrived.
     /// They count towards the clock's rate and not among the gaps that
-    /// must gather around the interval. (The rate as sent may not exceed
-    /// the clock's margin either way.)
-    pub fn jittered_cadence(&self, pps: f64, tolerance: f64) -> Option<(u32, f64)> {
+    /// must gather around the interval. The rate as sent may not exceed
+    /// the clock's margin either way, unless the long gaps were caught up:
+    /// a packet held up for an interval or more leaves as long a gap, and
+    /// the next one, on time, follows it back to back (see
+    /// [`DirWindow::extra_bursts`]). Counting as lost only the long gaps
+    /// that outnumber the bursts, the rate must then be within
+    /// `caught_up_tolerance` of the clock's.
+    pub fn jittered_cadence(&self, pps: f64, tolerance: f64, caught_up_tolerance: f64) -> Option<(u32, f64)> {
         let total = self.gaps();
         if total == 0 {
             return None;
@@ -210,8 +215,9 @@ impl DirWindow {
                 .filter(|&&(at, _, _)| at == ms)
                 .fold((0, 0), |(lost, long), &(_, bucket, frames)| (lost + frames * self.iat[bucket], long + self.iat[bucket]));
             let sent = pps * f64::from(total + lost) / f64::from(total);
-            // (`sent` is never below `pps`: its bound holds `pps` too.)
-            if !(sent * tolerance >= clock && sent <= clock * tolerance) {
+            let held_up = pps * f64::from(total + lost.saturating_sub(self.iat[0])) / f64::from(total);
+            // (`sent` and `held_up` are never below `pps`: their bounds hold `pps` too.)
+            if !(sent * tolerance >= clock && (sent <= clock * tolerance || held_up <= clock * caught_up_tolerance)) {
                 return None;
             }
             let near: u32 = self.iat[b.saturating_sub(1)..=(b + 1).min(IAT_BUCKETS - 1)].iter().sum();
