@@ -5,6 +5,8 @@
 //! - [`live`]: the traffic generator's flows played through real sockets;
 //! - [`leak`]: how much of a blocked call still gets through its hops;
 //! - [`demo`]: the main job on the lab (`cargo xtask demo`);
+//! - [`grid`]: every look-alike and call variant over lossy, jittery
+//!   links, through the replay engine (precision and recall by cell);
 //! - [`bench`]: the benchmarks of BENCHMARKS.md (`cargo xtask bench`), with
 //!   their reference XDP programs from `voipdetect-bench-ebpf`.
 //!
@@ -13,6 +15,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod grid;
 pub mod lab;
 pub mod leak;
 pub mod live;

@@ -50,6 +50,18 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         bin: Option<PathBuf>,
     },
+    /// Every look-alike and call variant over links losing 0-30 % and jittering 0-30 ms, in replay: look-alikes called and calls missed, by cell.
+    Grid {
+        /// Length of each look-alike.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=900))]
+        look_alike_seconds: u64,
+        /// Length of each call.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(5..=300))]
+        call_seconds: u64,
+        /// Seeds per cell (each seed its own losses and delays).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+        seeds: u64,
+    },
     /// Write the traffic generator's catalogue of calls and look-alikes as labelled captures.
     Corpus {
         /// Directory for the captures, labels.tsv and split.tsv.
@@ -123,6 +135,18 @@ fn main() -> ExitCode {
         Cmd::Bench { quick, sections } => bench(quick, &sections),
         Cmd::Leak { seconds, bin } => bin.map_or_else(voipdetect_binary, Ok).and_then(|binary| leak(&binary, seconds)),
         Cmd::Corpus { out, seconds } => corpus(&out, seconds),
+        Cmd::Grid { look_alike_seconds, call_seconds, seeds } => {
+            let started = std::time::Instant::now();
+            let o = voipdetect_lab::grid::GridOptions {
+                look_alike_secs: look_alike_seconds,
+                call_secs: call_seconds,
+                seeds,
+                ..Default::default()
+            };
+            print!("{}", voipdetect_lab::grid::run(&o).report);
+            println!("(ran in {:.0} s)", started.elapsed().as_secs_f64());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
