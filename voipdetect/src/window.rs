@@ -110,27 +110,48 @@ impl DirWindow {
     /// Makes this window [`DirWindow::since`]`(start, end, span_s)` in
     /// place (returned by value, a window was copied once more).
     pub fn set_since(&mut self, start: &Snap, end: &FlowCounters, span_s: f64) {
-        for (i, v) in self.iat.iter_mut().enumerate() {
+        // Every field named: one added later cannot keep a previous
+        // window's value unnoticed.
+        let Self {
+            span_s: span,
+            active_s,
+            packets,
+            bytes,
+            empty,
+            dropped,
+            iat,
+            gaps,
+            size,
+            rtp_ok,
+            rtcp,
+            stun,
+            dtls,
+            framed,
+            rtp_ssrc,
+            rtp_ts_step,
+            iax2,
+        } = self;
+        for (i, v) in iat.iter_mut().enumerate() {
             *v = d8(start.iat[i], end.iat_hist[i]);
         }
-        for (i, v) in self.size.iter_mut().enumerate() {
+        for (i, v) in size.iter_mut().enumerate() {
             *v = d8(start.size[i], end.size_hist[i]);
         }
-        self.span_s = span_s;
-        self.active_s = span_s;
-        self.packets = end.packets.wrapping_sub(start.packets);
-        self.bytes = end.bytes.wrapping_sub(start.bytes());
-        self.empty = end.empty.wrapping_sub(start.empty);
-        self.dropped = end.dropped.wrapping_sub(start.dropped);
-        self.gaps = self.iat.iter().sum();
-        self.rtp_ok = d16(start.rtp_ok, end.rtp_ok);
-        self.rtcp = d8(start.rtcp, end.rtcp);
-        self.stun = d8(start.stun, end.stun);
-        self.dtls = d8(start.dtls, end.dtls);
-        self.framed = d8(start.framed, end.framed);
-        self.rtp_ssrc = end.rtp_ssrc;
-        self.rtp_ts_step = u32::from(end.rtp_ts_step);
-        self.iax2 = end.rtp_pt == PT_IAX2;
+        *span = span_s;
+        *active_s = span_s;
+        *packets = end.packets.wrapping_sub(start.packets);
+        *bytes = end.bytes.wrapping_sub(start.bytes());
+        *empty = end.empty.wrapping_sub(start.empty);
+        *dropped = end.dropped.wrapping_sub(start.dropped);
+        *gaps = iat.iter().sum();
+        *rtp_ok = d16(start.rtp_ok, end.rtp_ok);
+        *rtcp = d8(start.rtcp, end.rtcp);
+        *stun = d8(start.stun, end.stun);
+        *dtls = d8(start.dtls, end.dtls);
+        *framed = d8(start.framed, end.framed);
+        *rtp_ssrc = end.rtp_ssrc;
+        *rtp_ts_step = u32::from(end.rtp_ts_step);
+        *iax2 = end.rtp_pt == PT_IAX2;
     }
 
     /// Payload packets per second.
