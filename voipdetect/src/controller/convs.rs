@@ -106,12 +106,28 @@ fn key_of(keys6: &[FlowKey], s: Stored) -> FlowKey {
     }
 }
 
-/// Whether `s` stands for `k` (`inline`: `k`'s inline form, if any).
-fn is(keys6: &[FlowKey], s: Stored, k: &FlowKey, inline: Option<Stored>) -> bool {
-    match (s.aside_at(), inline) {
-        (None, Some(i)) => s == i,
-        (Some(at), None) => keys6[at] == *k,
-        _ => false,
+/// A canonical key as a slab entry is matched against: its inline form,
+/// or the whole key when it is kept aside.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    Inline(Stored),
+    Aside(&'a FlowKey),
+}
+
+impl<'a> Want<'a> {
+    fn of(canonical: &'a FlowKey) -> Self {
+        Stored::inline(canonical).map_or(Want::Aside(canonical), Want::Inline)
+    }
+}
+
+/// Whether `s` stands for the key `want` describes.
+#[inline]
+fn is(keys6: &[FlowKey], s: Stored, want: Want<'_>) -> bool {
+    match want {
+        // Never equal to an entry kept aside: an inline form's second
+        // word never has `Stored::ASIDE`.
+        Want::Inline(i) => s == i,
+        Want::Aside(k) => s.aside_at().is_some_and(|at| keys6[at] == *k),
     }
 }
 
@@ -120,16 +136,17 @@ impl Convs {
         self.live
     }
 
-    /// Whether a conversation of `canonical` is at `place`.
-    fn holds(&self, place: u32, canonical: &FlowKey, inline: Option<Stored>) -> bool {
-        self.slab.get(place as usize).is_some_and(|e| e.as_ref().is_some_and(|(s, _)| is(&self.keys6, *s, canonical, inline)))
+    /// Whether the conversation `want` describes is at `place`.
+    #[inline]
+    fn holds(&self, place: u32, want: Want<'_>) -> bool {
+        self.slab.get(place as usize).is_some_and(|e| e.as_ref().is_some_and(|(s, _)| is(&self.keys6, *s, want)))
     }
 
     /// The place of `canonical`'s conversation, through the words of the
     /// slots of `keys` (its directions).
     fn place(&self, canonical: &FlowKey, keys: &[FlowKey], table: &impl FlowTable) -> Option<u32> {
-        let inline = Stored::inline(canonical);
-        keys.iter().filter_map(|k| table.place_of(k)).find(|&p| self.holds(p, canonical, inline))
+        let want = Want::of(canonical);
+        keys.iter().filter_map(|k| table.place_of(k)).find(|&p| self.holds(p, want))
     }
 
     pub(super) fn get(&self, canonical: &FlowKey, table: &impl FlowTable) -> Option<&Conv> {
@@ -169,11 +186,15 @@ impl Convs {
         new: impl FnOnce() -> Option<Conv>,
     ) -> Option<(&mut Conv, &mut u64)> {
         let canonical = || if reverse { key.reversed() } else { *key };
-        let found = match Stored::inline_of_dir(key, reverse) {
-            Some(inline) => self.slab.get(*word as usize).is_some_and(|e| e.as_ref().is_some_and(|(s, _)| *s == inline)),
-            None => self.holds(*word, &canonical(), None),
+        let aside;
+        let want = match Stored::inline_of_dir(key, reverse) {
+            Some(inline) => Want::Inline(inline),
+            None => {
+                aside = canonical();
+                Want::Aside(&aside)
+            }
         };
-        if !found {
+        if !self.holds(*word, want) {
             let canonical = &canonical();
             *word = match self.place(canonical, &[key.reversed()], table) {
                 Some(at) => at,

@@ -183,11 +183,8 @@ impl<S: Slot> Table<S> {
     /// flow of generation `generation_was` (the counters alone: the
     /// controller reads them for every conversation it judges).
     pub fn read_counters(&self, idx: u32, generation_was: u32) -> Option<FlowCounters> {
-        let before = self.holding(idx, generation_was)?;
-        // SAFETY: the counters inside the slot in the mapping, 8-byte
-        // aligned (COUNTERS_AT is); a volatile copy as in `read`.
-        let copy = unsafe { volatile_words(self.ptr(idx).cast::<u8>().add(S::COUNTERS_AT).cast::<FlowCounters>()) };
-        (self.tag_now(idx) == before).then_some(copy)
+        let mut out = None;
+        self.read_counters_into(idx, generation_was, &mut out).then_some(out).flatten()
     }
 
     /// [`Table::read_counters`] into `out`, in place when it holds
